@@ -1,0 +1,1 @@
+"""Composition around the probes: loading, data, config, running, statistics, report and CLI."""
