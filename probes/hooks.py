@@ -25,7 +25,6 @@ PyTorch gives such a hook the gradient w.r.t. the value *before* any later in-pl
 
 from __future__ import annotations
 
-import difflib
 import re
 import warnings
 from collections import Counter
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapters import BlockAdapter, find_adapter
+from .points import ActivationCache, PointSpec, join_point, unknown_point
 
 __all__ = ["HookRegistry", "ActivationCache", "ANCHORS", "PointSpec"]
 
@@ -47,24 +47,6 @@ Points = Union[None, str, Sequence[str], Callable[[str], bool]]
 _INDEXED = re.compile(r"^(?P<base>.+)#(?P<k>\d+)$")
 
 
-@dataclass(frozen=True)
-class PointSpec:
-    """Where a point lives: the hooked module, the phase and, for anchors, its block.
-
-    ``phase`` is ``"pre"`` (module input) or ``"fwd"`` (module output).  ``block_call`` is the
-    call of the hooked module *within one block forward* that the anchor refers to (``None``
-    for module points and for hooks on the block itself).  ``kind`` is ``"module"``, an
-    anchor name, or ``"shortcut_identity"`` (s(x) = x with no module to hook).
-    """
-
-    name: str
-    module: str
-    phase: str
-    kind: str = "module"
-    block: str | None = None
-    block_call: int | None = None
-
-
 @dataclass
 class _Block:
     name: str
@@ -72,52 +54,6 @@ class _Block:
     branch: str
     shortcut: str | None  # None: identity skip without a module
     act: str | None
-
-
-def _join(prefix: str, attr: str) -> str:
-    return f"{prefix}.{attr}" if prefix else attr
-
-
-def _unknown_point(name: str, pool: Sequence[str]) -> KeyError:
-    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5)
-    hint = f"; close matches: {close}" if close else ""
-    return KeyError(f"unknown hook point {name!r}{hint} ({len(pool)} points known)")
-
-
-class ActivationCache(Mapping[str, Tensor]):
-    """Captured activations (detached clones) by point name; ``grads`` holds d target / d point.
-
-    ``calls`` records how many times each hooked module ran in the forward, so indexed points
-    (``name#k``) can be told from single calls.
-    """
-
-    def __init__(self, acts: dict[str, Tensor], grads: dict[str, Tensor], calls: dict[str, int]):
-        self._acts = acts
-        self.grads = grads
-        self.calls = calls
-
-    def __getitem__(self, key: str) -> Tensor:
-        if key not in self._acts:
-            raise _unknown_point(key, list(self._acts))
-        return self._acts[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._acts)
-
-    def __len__(self) -> int:
-        return len(self._acts)
-
-    def to_frame(self):
-        """One row per cached point: point, shape, dtype, mean, std, has_grad."""
-        import pandas as pd
-
-        rows = [
-            dict(point=k, shape=tuple(v.shape), dtype=str(v.dtype),
-                 mean=float(v.float().mean()), std=float(v.float().std()) if v.numel() > 1 else 0.0,
-                 has_grad=k in self.grads)
-            for k, v in self._acts.items()
-        ]
-        return pd.DataFrame(rows, columns=["point", "shape", "dtype", "mean", "std", "has_grad"])
 
 
 @dataclass
@@ -154,6 +90,7 @@ class _Session:
     block_index: dict = field(default_factory=dict)
     block_input: dict = field(default_factory=dict)
     applied: set = field(default_factory=set)
+    skipped: set = field(default_factory=set)
     _mask_cache: dict = field(default_factory=dict)
 
     # -- set-up and tear-down -------------------------------------------------------------
@@ -166,7 +103,7 @@ class _Session:
                 blocks.add(slot.spec.block)
             if slot.spec.kind == "shortcut_identity" and self.mode == "patch":
                 # An identity skip has no module: the patch adds (s' - s) where f + s is formed.
-                sum_spec = self.registry._spec(_join(slot.spec.block, "resid_sum"))
+                sum_spec = self.registry._spec(join_point(slot.spec.block, "resid_sum"))
                 slot = _Slot(sum_spec, slot.index, slot.explicit, slot.value, hidden=True,
                              record_as=slot.spec.name)
                 identity_patched.add(sum_spec.block)
@@ -265,9 +202,12 @@ class _Session:
         for b in local_calls:
             self.block_local[b][(mod, phase)] += 1
         if not isinstance(value, Tensor):
-            names = [s.spec.name for s in slots]
-            raise TypeError(f"hook point(s) {names} on module {mod!r} carry a {type(value).__name__}, "
-                            "not a tensor; only tensor inputs/outputs can be captured or patched")
+            names = [s.spec.name for s in slots if s.explicit]
+            if names:
+                raise TypeError(f"hook point(s) {names} on module {mod!r} carry a {type(value).__name__}, "
+                                "not a tensor; only tensor inputs/outputs can be captured or patched")
+            self.skipped.add(mod)  # selected by None/predicate: skip, and say so in cache.skipped
+            return None
         out, changed, clone = value, False, None
         for slot in slots:
             call = self._matches(slot, global_call, local_calls)
@@ -297,9 +237,7 @@ class _Session:
     # -- hooks ------------------------------------------------------------------------------
     def _pre_hook(self, mod: str, slots: list[_Slot]):
         def hook(module, args):
-            if not args:
-                raise TypeError(f"module {mod!r} was called without positional input; cannot hook it")
-            new = self._fire(mod, "pre", slots, args[0])
+            new = self._fire(mod, "pre", slots, args[0] if args else None)
             return None if new is None else (new, *args[1:])
         return hook
 
@@ -406,15 +344,15 @@ class HookRegistry:
         self._specs[spec.name] = spec
 
     def _add_block(self, name: str, module: nn.Module, adapter: BlockAdapter) -> None:
-        branch = _join(name, adapter.branch_module(module))
+        branch = join_point(name, adapter.branch_module(module))
         proj = getattr(module, adapter.shortcut, None)
-        shortcut = _join(name, adapter.shortcut) if proj is not None else None
-        act = _join(name, adapter.act) if adapter.act is not None else None
+        shortcut = join_point(name, adapter.shortcut) if proj is not None else None
+        act = join_point(name, adapter.act) if adapter.act is not None else None
         for mod in (branch, shortcut, act):
             if mod is not None and mod not in self._modules:
                 raise ValueError(f"adapter {adapter.name!r}: {mod!r} is not a module of block {name!r}")
         self._blocks[name] = _Block(name, adapter, branch, shortcut, act)
-        a = lambda anchor: _join(name, anchor)  # noqa: E731
+        a = lambda anchor: join_point(name, anchor)  # noqa: E731
         self._add(PointSpec(a("resid_pre"), name, "pre", "resid_pre", name))
         self._add(PointSpec(a("local"), branch, "fwd", "local", name, 0))
         if shortcut is not None:
@@ -430,7 +368,7 @@ class HookRegistry:
     # -- lookup ---------------------------------------------------------------------------
     def _spec(self, name: str) -> PointSpec:
         if name not in self._specs:
-            raise _unknown_point(name, self.points)
+            raise unknown_point(name, self.points)
         return self._specs[name]
 
     def point_info(self, name: str) -> PointSpec:
@@ -441,13 +379,13 @@ class HookRegistry:
     def block_of(self, name: str) -> _Block:
         """The block record (adapter, branch/shortcut/act module names) of block ``name``."""
         if name not in self._blocks:
-            raise _unknown_point(name, self.blocks)
+            raise unknown_point(name, self.blocks)
         return self._blocks[name]
 
     def anchors(self, block: str) -> list[str]:
         """The five anchor names of ``block``."""
         self.block_of(block)
-        return [_join(block, a) for a in ANCHORS]
+        return [join_point(block, a) for a in ANCHORS]
 
     def _resolve_points(self, points: Points) -> list[_Slot]:
         """Validate every name before any hook exists (unknown → KeyError with close matches)."""
@@ -464,7 +402,7 @@ class HookRegistry:
             return _Slot(self._specs[name], None, explicit, value)
         m = _INDEXED.match(name)
         if m is None or m["base"] not in self._specs:
-            raise _unknown_point(name, self.points)
+            raise unknown_point(name, self.points)
         return _Slot(self._specs[m["base"]], int(m["k"]), explicit, value)
 
     def hook_counts(self) -> dict[str, int]:
@@ -494,7 +432,7 @@ class HookRegistry:
         if grad:
             for s in list(slots):
                 if s.spec.kind == "shortcut_identity":  # its gradient is resid_sum's
-                    slots.append(_Slot(self._spec(_join(s.spec.block, "resid_sum")), s.index, False, hidden=True))
+                    slots.append(_Slot(self._spec(join_point(s.spec.block, "resid_sum")), s.index, False, hidden=True))
         _warn_training(self.model)
         session = _Session(self, "capture", slots, grad=grad)
         session.install()
@@ -505,7 +443,7 @@ class HookRegistry:
                     out = self.model(x_in)
                     scalar = _scalar_target(out, target)
                     torch.autograd.grad(scalar, [x_in], allow_unused=True)
-                out = out.detach()
+                out = _detach(out)
             else:
                 with torch.no_grad():
                     out = self.model(x)
@@ -534,7 +472,7 @@ class HookRegistry:
             if grad:
                 g = session.grads.get((name, call))
                 if slot.spec.kind == "shortcut_identity":
-                    g = session.grads.get((_join(slot.spec.block, "resid_sum"), call))
+                    g = session.grads.get((join_point(slot.spec.block, "resid_sum"), call))
                 # a point the target does not depend on has a zero gradient
                 grads[key] = g if g is not None else torch.zeros_like(t)
         for slot in session.slots:
@@ -544,7 +482,7 @@ class HookRegistry:
                     raise RuntimeError(f"point {want!r} did not run in this forward "
                                        f"(module {slot.spec.module!r})")
         calls = {m: c for (m, phase), c in session.calls.items() if phase != "enter"}
-        return ActivationCache(acts, grads, calls)
+        return ActivationCache(acts, grads, calls, frozenset(session.skipped))
 
     # -- patching ---------------------------------------------------------------------------
     @contextmanager
@@ -582,12 +520,19 @@ class HookRegistry:
 
 
 def _scalar_target(out: Tensor, target: Callable[[Tensor], Tensor] | None) -> Tensor:
-    value = target(out) if target is not None else out
+    value = target(out) if target is not None else out  # target may index tuple/dict outputs
     if not isinstance(value, Tensor) or value.numel() != 1:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"grad=True needs target(output) to be a scalar tensor; got {shape} "
                          "(e.g. target=lambda out: out[:, 1].sum())")
     return value.reshape(())
+
+
+def _detach(out):
+    """Detach a tensor or a (nested) tuple/list/dict of tensors (multi-output models)."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
 
 
 def _as_mask(mask) -> Tensor | None:

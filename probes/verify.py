@@ -40,13 +40,14 @@ def _err(a: Tensor, b: Tensor) -> float:
 def _apply_act(reg: "HookRegistry", block: str, z: Tensor, grad_out: Tensor | None = None):
     """act(z) by hand (``module.forward`` skips every hook); optionally the VJP with grad_out."""
     act_name = reg.block_of(block).act
+    if act_name is None:  # no activation after the add (MONAI ResidualUnit)
+        return z if grad_out is None else grad_out
+    act = reg._modules[act_name]
     z = z.detach().clone().requires_grad_(grad_out is not None)
     with torch.set_grad_enabled(grad_out is not None):
-        y = z if act_name is None else reg._modules[act_name].forward(z.clone() if act_name else z)
+        y = act.forward(z.clone())  # clone: an in-place activation must not touch the leaf z
         if grad_out is None:
             return y.detach()
-        if act_name is None:
-            return grad_out
         (g,) = torch.autograd.grad(y, z, grad_out)
         return g
 

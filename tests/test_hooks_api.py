@@ -252,3 +252,31 @@ def test_3d_patch_with_mask():
     d = p[pt].shape[2]
     assert torch.equal(p[pt][:, :, : d // 2], s[pt][:, :, : d // 2])
     assert torch.equal(p[pt][:, :, d // 2:], t[pt][:, :, d // 2:])
+
+
+class _TupleOut(nn.Module):
+    def forward(self, x):
+        return x, x * 2
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.split = _TupleOut()
+
+    def forward(self, x):
+        a, b = self.split(self.conv(x))
+        return {"a": a.mean((2, 3)), "b": b.mean((2, 3))}
+
+
+def test_non_tensor_outputs_skipped_when_not_asked_and_refused_when_asked():
+    model = _TwoHeads().eval()
+    reg = HookRegistry(model)
+    x = torch.randn(1, 4, 8, 8)
+    out, cache = reg.run_with_cache(x, grad=True, target=lambda o: o["b"].sum())
+    assert "conv" in cache and "split" not in cache and cache.skipped == {"split"}
+    assert not out["a"].requires_grad
+    assert torch.allclose(cache.grads["conv"], torch.full_like(cache["conv"], 2 / 64))  # d mean(2c)/dc
+    with pytest.raises(TypeError, match="split.*tuple"):
+        reg.run_with_cache(x, points=["split"])

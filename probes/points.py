@@ -1,0 +1,77 @@
+"""Point names and the activation cache returned by ``HookRegistry.run_with_cache``."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+from torch import Tensor
+
+__all__ = ["PointSpec", "ActivationCache", "join_point", "unknown_point"]
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """Where a point lives: the hooked module, the phase and, for anchors, its block.
+
+    ``phase`` is ``"pre"`` (module input) or ``"fwd"`` (module output).  ``block_call`` is the
+    call of the hooked module *within one block forward* that the anchor refers to (``None``
+    for module points and for hooks on the block itself).  ``kind`` is ``"module"``, an
+    anchor name, or ``"shortcut_identity"`` (s(x) = x with no module to hook).
+    """
+
+    name: str
+    module: str
+    phase: str
+    kind: str = "module"
+    block: str | None = None
+    block_call: int | None = None
+
+
+def join_point(prefix: str, attr: str) -> str:
+    return f"{prefix}.{attr}" if prefix else attr
+
+
+def unknown_point(name: str, pool: Sequence[str]) -> KeyError:
+    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5)
+    hint = f"; close matches: {close}" if close else ""
+    return KeyError(f"unknown hook point {name!r}{hint} ({len(pool)} points known)")
+
+
+class ActivationCache(Mapping[str, Tensor]):
+    """Captured activations (detached clones) by point name; ``grads`` holds d target / d point.
+
+    ``calls`` records how many times each hooked module ran in the forward, so indexed points
+    (``name#k``) can be told from single calls.
+    """
+
+    def __init__(self, acts: dict[str, Tensor], grads: dict[str, Tensor], calls: dict[str, int],
+                 skipped: frozenset[str] = frozenset()):
+        self._acts = acts
+        self.grads = grads
+        self.calls = calls
+        self.skipped = skipped  # modules selected by None/predicate whose output is not a tensor
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._acts:
+            raise unknown_point(key, list(self._acts))
+        return self._acts[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._acts)
+
+    def __len__(self) -> int:
+        return len(self._acts)
+
+    def to_frame(self):
+        """One row per cached point: point, shape, dtype, mean, std, has_grad."""
+        import pandas as pd
+
+        rows = [
+            dict(point=k, shape=tuple(v.shape), dtype=str(v.dtype),
+                 mean=float(v.float().mean()), std=float(v.float().std()) if v.numel() > 1 else 0.0,
+                 has_grad=k in self.grads)
+            for k, v in self._acts.items()
+        ]
+        return pd.DataFrame(rows, columns=["point", "shape", "dtype", "mean", "std", "has_grad"])
