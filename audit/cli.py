@@ -37,8 +37,12 @@ def verify(
     from audit.io import load_model
     from probes import HookRegistry
 
-    model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
-                       trust_checkpoint=trust_checkpoint)
+    try:
+        model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
+                           trust_checkpoint=trust_checkpoint)
+    except (ValueError, FileNotFoundError) as err:  # bad file/arch: a message, not a traceback
+        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from err
     c = in_chans or _first_conv_in_channels(model)
     spatial = tuple(int(s) for s in shape.split(","))
     x = torch.randn(2, c, *spatial, generator=torch.Generator().manual_seed(0))
@@ -49,7 +53,7 @@ def verify(
     for col in ("check", "n", "passed", "max |err|"):
         table.add_column(col)
     for check, r in summary.iterrows():
-        table.add_row(str(check), str(r.n), str(r.passed), f"{r.max_err:.2e}")
+        table.add_row(str(check), str(int(r.n)), str(int(r.passed)), f"{r.max_err:.2e}")
     console.print(table)
     if not df.passed.all():
         console.print(df[~df.passed].to_string())
