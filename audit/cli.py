@@ -15,10 +15,20 @@ console = Console()
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("reports/demo"), help="output folder")) -> None:
-    """Synthetic cohort, a small CNN with a planted shortcut, the whole audit and its report."""
-    console.print("no demo yet: the synthetic cohort and trainer land with issue 4 "
-                  f"(output would go to {out})")
+def demo(
+    out: Path = typer.Option(Path("reports/demo"), help="output folder"),
+    n_cases: int = typer.Option(1500, help="synthetic cases (train/val/test = 70/15/15%)"),
+    epochs: int = typer.Option(10, help="training epochs of the demo classifier"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Synthetic cohort, a small CNN with a planted shortcut, every instrument, tables in OUT."""
+    from dataclasses import replace
+
+    from audit.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(n_cases=n_cases, seed=seed)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, seed=seed))
+    run_demo(out, cfg, console=console)
 
 
 @app.command()

@@ -99,7 +99,7 @@ TISSUE_INTENSITIES: dict[str, tuple[float, float, float, float]] = {
 }
 _RES = 2                     # template resolution (mm) used by the generator
 _HEAD_CENTRE = (49.0, 58.5, 47.0)  # template voxel at the centre of the field of view
-_FOV_VOX = 124.0             # template voxels across the output field of view
+_FOV_VOX = 110.0             # template voxels across the output field of view
 _BRAIN, _SKULL, _SCALP = 1, 2, 4  # bits of the template label volume
 _NW, _NL = 8, 5              # waves and lobes of a tumour shape
 
@@ -336,7 +336,7 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
     y = _label(index)
     mech = _mechanism(cfg, y, rng.random(6), counterfactual)
     geo = {k: _draw_geometry(rng) for k in ("t1c", "flair", "t1t2")}
-    r_core = rng.uniform(8.0, 15.0)                    # mm
+    r_core = rng.uniform(12.0, 20.0)                   # mm
     f_nec = rng.uniform(0.35, 0.65)
     f_oed = rng.uniform(1.5, 2.1)
     # centre: a cerebral voxel at least ~the nominal oedema radius deep inside the brain

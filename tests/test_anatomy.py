@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from audit import anatomy as A
 from audit.data import Case, Cohort
 
-pytest.importorskip("ants")
+import ants  # noqa: E402,F401  (a dependency: its absence must fail, not skip)
 
 
 def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -79,10 +79,9 @@ def result(case: Case) -> A.AtlasResult:
 # ------------------------------------------------------------------------- accuracy
 def test_synthetic_cohort_brain_dice() -> None:
     """The key requirement: on the synthetic cohort, warped brain vs true brain Dice ≥ 0.9."""
-    synthetic = pytest.importorskip("audit.synthetic")
-    if not hasattr(synthetic, "make_cohort"):
-        pytest.skip("audit.synthetic.make_cohort is not available yet")
-    cohort = synthetic.make_cohort(synthetic.SyntheticConfig(dim=3, n_cases=2, seed=3))
+    from audit.synthetic import SyntheticConfig, make_cohort
+
+    cohort = make_cohort(SyntheticConfig(dim=3, n_cases=2, seed=3))
     assert len(cohort) == 2
     channel = "T1" if "T1" in cohort.channels else cohort.channels[0]
     for c in cohort:

@@ -1,0 +1,32 @@
+"""`audit demo` end to end with the default configuration (the one `make demo` runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from audit.demo import DemoConfig, run_demo
+
+
+@pytest.mark.timeout(900)
+def test_demo_default_reaches_090_and_reuses_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path / "cache"))
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=120)
+    files = run_demo(tmp_path / "out", DemoConfig(), console=console)
+    for name in ("metrics", "hooks_verify", "cohort_manifest", "model_card", "synthetic_panel", "predictions"):
+        assert files[name].exists() and files[name].stat().st_size > 0, name
+    metrics = pd.read_csv(files["metrics"]).set_index("split")
+    assert metrics.loc["test", "accuracy"] >= 0.9
+    assert pd.read_csv(files["hooks_verify"]).passed.all()
+    card = json.loads(files["model_card"].read_text())
+    assert card["cohort"]["config"]["q1"] == 0.9 and card["channels"] == ["T1", "T1c", "T2", "FLAIR"]
+    assert card["classes"] == ["round", "irregular"]
+    # predictions.csv reproduces the card's test accuracy
+    pred = pd.read_csv(files["predictions"]).query("split == 'test'")
+    assert ((pred.p1 > 0.5).astype(int) == pred.label).mean() == pytest.approx(metrics.loc["test", "accuracy"])
+    # a second run with the same config reuses the cached checkpoint
+    run_demo(tmp_path / "out2", DemoConfig(), console=console)
+    assert "(cached)" in (tmp_path / "log.txt").read_text()
