@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean docs-img
 
 install: $(STAMP)
 
@@ -26,3 +26,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Figures shown in the README, rendered by the package itself.
+docs-img: $(STAMP)
+	$(PY) -c "from audit.synthetic import SyntheticConfig, make_cohort; from audit.figures import cohort_panel; \
+	cohort_panel(make_cohort(SyntheticConfig(n_cases=40, q1=0.9, q0=0.1)), n=4, path='docs/img/synthetic_panel.png'); \
+	cohort_panel(make_cohort(SyntheticConfig(n_cases=8, dim=3, q1=0.9, q0=0.1)), n=4, path='docs/img/synthetic_panel_3d.png')"

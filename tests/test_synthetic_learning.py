@@ -38,3 +38,17 @@ def test_t1c_only_set_beats_flair_only_set_without_shortcut(tmp_path):
     model = train_classifier({k: splits[k] for k in ("train", "val")}, SHAPE, tmp_path / "m").model
     acc_t1c, acc_flair = _acc(model, splits["test_t1c_only"]), _acc(model, splits["test_flair_only"])
     assert acc_t1c >= 0.75 and acc_t1c > acc_flair + 0.15
+
+
+def test_unet_segments_the_gtv_of_the_synthetic_cohort(tmp_path):
+    import numpy as np
+
+    from audit.train import dice_score, predict_masks, train_segmenter
+
+    splits = make_splits(SyntheticConfig(n_cases=300, dim=2, size=64, seed=5))
+    cfg = TrainConfig(arch="monai:UNet", arch_kwargs={}, task="segmentation", epochs=6, lr=3e-3, batch_size=16)
+    res = train_segmenter({k: splits[k] for k in ("train", "val", "test")}, cfg, tmp_path / "seg")
+    test = splits["test"]
+    d = dice_score(predict_masks(res.model, test), np.stack([c.masks["gtv"] for c in test]))
+    assert d.mean() >= 0.75  # measured 0.87 (6 epochs, 210 training slices)
+    assert res.card["metrics"]["test"]["dice_mean"] == float(d.mean())
