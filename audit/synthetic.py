@@ -41,11 +41,11 @@ clipped to the brain). Mechanisms: ``shape_t1c`` equals the label's shape with p
 makes both fair coins. The shortcut "surgical site" marker (a bright defect in skull and scalp,
 visible on every contrast) is present with probability ``q1`` in class 1 and ``q0`` in class 0.
 
-Counterfactual sets (same seed → same cases, same noise): ``"t1c_only"`` replaces
-``shape_flair`` by a fair coin (only T1c carries the label's shape), ``"flair_only"`` replaces
-``shape_t1c`` by a fair coin, ``"no_marker"`` removes every marker (images differ only inside the
-normal set's marker mask). Each changes one factor only; the marker mechanism is unchanged in
-``t1c_only``/``flair_only``.
+Counterfactual sets (same seed → same cases, same noise) — the ground truth of what a model
+relies on: ``"t1c_only"``: the T1c shape *is* the label (whatever ``p_t1c``), the FLAIR shape
+is a fair coin and there is no marker, so T1c is the only carrier of the label;
+``"flair_only"``: the same with the roles of T1c and FLAIR swapped; ``"no_marker"``: every
+marker removed, nothing else changed (images differ only inside the normal set's marker mask).
 
 Noise: Rician, i.e. ``sqrt((s + σ n1)² + (σ n2)²)`` with ``σ = noise`` relative to WM on T1.
 Per case: random rigid+scale pose (2D: in-plane rotation ±10°, 3D: ±6° per axis; scale
@@ -195,16 +195,17 @@ def _mechanism(cfg: SyntheticConfig, y: int, u: np.ndarray, counterfactual: str 
         s_flair = y if u[1] < cfg.p_flair else 1 - y
     else:
         s_t1c, s_flair = _coin(u[2]), _coin(u[3])
+    # counterfactual sets: exactly one carrier of the label is left (markers removed too)
     if counterfactual == "flair_only":
-        s_t1c = _coin(u[2])
+        s_t1c, s_flair = _coin(u[2]), y
     elif counterfactual == "t1c_only":
-        s_flair = _coin(u[3])
+        s_t1c, s_flair = y, _coin(u[3])
     s_t1t2 = _coin(u[4])
     q = None if cfg.q1 is None else (cfg.q1 if y == 1 else cfg.q0)
     marker_drawn = bool(q is not None and u[5] < q)
     return {"shape_t1c": s_t1c, "shape_flair": s_flair, "shape_t1t2": s_t1t2,
             "marker_drawn": marker_drawn,
-            "marker": marker_drawn and counterfactual != "no_marker"}
+            "marker": marker_drawn and counterfactual is None}
 
 
 def _case_rng(seed: int, index: int) -> np.random.Generator:

@@ -83,8 +83,12 @@ def test_mechanism_rates_match_config():
     assert inside(neutral.t1c_matches_label.sum(), n, 0.5)
     assert inside(neutral.flair_matches_label.sum(), n, 0.5)
     assert not draw_mechanisms(SyntheticConfig(), n_cases=200).marker.any()  # q = None
-    for cf, col in (("t1c_only", "flair_matches_label"), ("flair_only", "t1c_matches_label")):
-        assert inside(draw_mechanisms(CFG, n_cases=n, counterfactual=cf)[col].sum(), n, 0.5)
+    for cf, carrier, other in (("t1c_only", "t1c_matches_label", "flair_matches_label"),
+                               ("flair_only", "flair_matches_label", "t1c_matches_label")):
+        d = draw_mechanisms(CFG, n_cases=n, counterfactual=cf)
+        assert d[carrier].all() and not d.marker.any()  # the one carrier of the label
+        assert inside(d[other].sum(), n, 0.5)
+        assert inside((d.shape_t1t2 == d.label).sum(), n, 0.5)
     assert not draw_mechanisms(CFG, n_cases=n, counterfactual="no_marker").marker.any()
 
 
@@ -156,16 +160,19 @@ def test_counterfactuals_change_only_what_they_should(cohort):
         n_marked += bool(region.any())
         if region.any():
             assert not np.array_equal(a.image[:, region], b.image[:, region])
-        # t1c_only: only FLAIR (and the oedema mask) may change, and only near the tumour
-        near = ndimage.binary_dilation(a.masks["gtv"] | t.masks["gtv"], iterations=2)
-        assert np.array_equal(a.image[:3], t.image[:3])
-        assert np.array_equal(a.image[3][~near], t.image[3][~near])
-        assert np.array_equal(a.masks["enhancement"], t.masks["enhancement"])
-        assert np.array_equal(a.masks["necrosis"], t.masks["necrosis"])
-        # flair_only: only T1c (and the core masks) may change
-        near = ndimage.binary_dilation(a.masks["gtv"] | f.masks["gtv"], iterations=2)
-        assert np.array_equal(a.image[[0, 2, 3]], f.image[[0, 2, 3]])
-        assert np.array_equal(a.image[1][~near], f.image[1][~near])
+        # t1c_only / flair_only against the marker-free normal case: T1 and T2 never change;
+        # T1c and FLAIR change only near the tumour, and only where their shape was redrawn
+        for cf, carrier, keep in ((t, 1, 3), (f, 3, 1)):
+            assert "marker" not in cf.masks and not cf.meta["marker"]
+            near = ndimage.binary_dilation(b.masks["gtv"] | cf.masks["gtv"], iterations=2)
+            assert np.array_equal(b.image[[0, 2]], cf.image[[0, 2]])
+            for ch in (carrier, keep):
+                assert np.array_equal(b.image[ch][~near], cf.image[ch][~near])
+        if t.meta["shape_t1c"] == b.meta["shape_t1c"]:
+            assert np.array_equal(b.image[1], t.image[1])
+            assert np.array_equal(b.masks["enhancement"], t.masks["enhancement"])
+        if f.meta["shape_flair"] == b.meta["shape_flair"]:
+            assert np.array_equal(b.image[3], f.image[3])
         _check_masks(t), _check_masks(f)
     assert n_marked > 0
 
