@@ -303,10 +303,12 @@ def msfi(maps_per_contrast, masks, modality_importance) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- table
 def localization_table(maps, masks: Mapping[str, object], image=None, *, case_ids: Sequence | None = None,
-                       method: str = "", channels: Sequence[str] | None = None, q: float = 95) -> pd.DataFrame:
+                       method: str = "", channels: Sequence[str] | None = None, q: float = 95,
+                       point: str = "") -> pd.DataFrame:
     """Every localisation metric for every ROI in tidy long format.
 
-    Columns: case_id, method, channel, roi, metric, value. Metrics per ROI: ``iou@q``,
+    Columns: case_id, method, point, channel, roi, metric, value (``point``: the hook point a
+    layer-wise map such as Grad-CAM was taken at; empty for input attributions). Metrics per ROI: ``iou@q``,
     ``hit_rate@q``, ``relevance_mass``, ``relevance_mass_pos``; with ``image``, also
     ``intensity_pearson`` / ``intensity_spearman`` within the ROI (channel = image channel when
     the map has one channel), and the same over the whole image under roi ``"all"``.
@@ -331,7 +333,7 @@ def localization_table(maps, masks: Mapping[str, object], image=None, *, case_id
         # a single-channel map against a C-channel image gives one value per image channel
         ch = names(v.shape[1]) if v.shape[1] == a.shape[1] else list(range(v.shape[1]))
         rows.append(pd.DataFrame({
-            "case_id": np.repeat(case_ids, v.shape[1]), "method": method,
+            "case_id": np.repeat(case_ids, v.shape[1]), "method": method, "point": point,
             "channel": ch * n, "roi": roi, "metric": metric, "value": v.reshape(-1)}))
 
     for roi, m in masks.items():
@@ -346,5 +348,5 @@ def localization_table(maps, masks: Mapping[str, object], image=None, *, case_id
         for how in ("pearson", "spearman"):
             add(intensity_correlation(image, a, None, how), "all", f"intensity_{how}")
     if not rows:
-        return pd.DataFrame(columns=["case_id", "method", "channel", "roi", "metric", "value"])
+        return pd.DataFrame(columns=["case_id", "method", "point", "channel", "roi", "metric", "value"])
     return pd.concat(rows, ignore_index=True)

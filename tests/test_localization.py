@@ -128,6 +128,6 @@ def test_3d_and_table():
         assert msfi(a, m, [1.0, 0.5, 0.2, 0.0]).shape == (1,)
         df = localization_table(a, {"lesion": m}, x, case_ids=["c0"], method="ig",
                                 channels=["t1", "t1c", "t2", "flair"])
-    assert list(df.columns) == ["case_id", "method", "channel", "roi", "metric", "value"]
+    assert list(df.columns) == ["case_id", "method", "point", "channel", "roi", "metric", "value"]
     row = df[(df.metric == "relevance_mass") & (df.channel == "t2")]
     assert row.value.item() == pytest.approx(relevance_mass(a, m)[0, 2].item())
