@@ -105,6 +105,15 @@ def _curves(model: nn.Module, x: torch.Tensor, ranks: torch.Tensor, t: torch.Ten
 
 
 # ----------------------------------------------------------------------------- curves
+def _prepare(x, maps, target, output: str, baseline, blur_sigma: float):
+    """Validated (maps, targets, baseline tensor, probability function) for the curve functions."""
+    m = _check(x, maps)
+    t = _targets(target, x.shape[0])
+    if output not in _PROB:
+        raise ValueError(f"output must be one of {sorted(_PROB)}, got {output!r}")
+    return m, t, _baseline(x, baseline, blur_sigma), _PROB[output]
+
+
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps, target: Target, *, steps: int = 20,
                    mode: str = "deletion", baseline: float | str | torch.Tensor = 0.0,
                    batch_size: int = 32, output: str = "softmax", blur_sigma: float = 5.0,
@@ -120,14 +129,10 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, maps, target: Target, *, s
     probability read at ``target``: ``"softmax"`` (logits), ``"sigmoid"`` or ``"identity"``.
     Returns a DataFrame: case_id, fraction, prob.
     """
-    m = _check(x, maps)
-    t = _targets(target, x.shape[0])
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if output not in _PROB:
-        raise ValueError(f"output must be one of {sorted(_PROB)}, got {output!r}")
-    base = _baseline(x, baseline, blur_sigma)
-    curve = _curves(model, x, _ranks(m), t, steps, mode, base, batch_size, _PROB[output])
+    m, t, base, prob = _prepare(x, maps, target, output, baseline, blur_sigma)
+    curve = _curves(model, x, _ranks(m), t, steps, mode, base, batch_size, prob)
     return _curve_frame(curve, steps, case_ids)
 
 
@@ -163,14 +168,9 @@ def delta_aupc(model: nn.Module, x: torch.Tensor, maps, target: Target, *, n_ran
     Returns tidy rows: case_id, method, metric ∈ {aupc, aupc_random_mean, aupc_random_std
     (ddof=1; NaN when n_random = 1), delta_aupc}, value.
     """
-    m = _check(x, maps)
-    t = _targets(target, x.shape[0])
     if n_random < 1:
         raise ValueError(f"n_random must be >= 1, got {n_random}")
-    if output not in _PROB:
-        raise ValueError(f"output must be one of {sorted(_PROB)}, got {output!r}")
-    base = _baseline(x, baseline, blur_sigma)
-    prob = _PROB[output]
+    m, t, base, prob = _prepare(x, maps, target, output, baseline, blur_sigma)
     grid = np.arange(steps + 1) / steps
 
     def area(curve: np.ndarray) -> np.ndarray:
