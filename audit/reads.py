@@ -1,0 +1,136 @@
+"""The reader-study input: one row per read, validated once, with errors that say what is wrong.
+
+A *read* is one reader's decision on one case (patient) in one phase (test, modality, or
+reading condition such as "MRI", "MRI+AI", "MRI+AI+XAI"). Columns (names configurable via
+:class:`ReadColumns`): reader, case, truth (0/1), phase, and optionally decision (0/1), score
+(a confidence rating or probability, higher = more likely positive) and ai_prob (the AI's
+probability shown to the reader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ReadsError", "ReadColumns", "validate_reads", "STANDARD"]
+
+STANDARD = ("reader", "case", "truth", "phase", "decision", "score", "ai_prob")
+
+
+class ReadsError(ValueError):
+    """The reads table cannot be analysed as given (the message says which column/case/reader)."""
+
+
+@dataclass(frozen=True)
+class ReadColumns:
+    """Column names in the user's table for each standard field."""
+
+    reader: str = "reader"
+    case: str = "case"
+    truth: str = "truth"
+    phase: str = "phase"
+    decision: str = "decision"
+    score: str = "score"
+    ai_prob: str = "ai_prob"
+
+    def mapping(self) -> dict[str, str]:
+        """User column name → standard name."""
+        return {getattr(self, f.name): f.name for f in fields(self)}
+
+
+def _binary(s: pd.Series, name: str, user: str) -> pd.Series:
+    vals = pd.unique(s)
+    try:
+        num = pd.to_numeric(s, errors="raise")
+    except (ValueError, TypeError):
+        raise ReadsError(f"column {user!r} ({name}) must be binary 0/1, found values "
+                         f"{sorted(map(str, vals))[:6]}") from None
+    bad = sorted(set(np.unique(num).tolist()) - {0, 1})
+    if bad:
+        raise ReadsError(f"column {user!r} ({name}) must be binary 0/1, found values {bad[:6]}")
+    return num.astype(int)
+
+
+def validate_reads(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
+                   need: Sequence[str] = ("reader", "case", "truth", "phase"),
+                   paired: bool = True) -> pd.DataFrame:
+    """Check a reads table and return a copy with standard column names.
+
+    Returned columns: the standard names of every present field (reader, case, truth, phase,
+    decision, score, ai_prob) in that order, ``truth``/``decision`` as int 0/1, ``phase`` as
+    an ordered categorical (its existing order if categorical, else order of first appearance).
+
+    Raises :class:`ReadsError` for: a missing needed column (the available ones are listed),
+    NaN in a needed column, non-binary truth or decision, truth that differs between reads of
+    one case, duplicate (reader, case, phase) rows, a reader who saw only one truth class, and,
+    with ``paired=True``, a (reader, case) not read in every phase.
+    """
+    if not isinstance(reads, pd.DataFrame):
+        raise ReadsError(f"reads must be a pandas DataFrame, got {type(reads).__name__}")
+    unknown = sorted(set(need) - set(STANDARD))
+    if unknown:
+        raise ReadsError(f"need lists unknown fields {unknown}; standard fields are {list(STANDARD)}")
+    users = {f: getattr(columns, f) for f in STANDARD}
+    missing = [f"{users[f]!r} ({f})" for f in need if users[f] not in reads.columns]
+    if missing:
+        raise ReadsError(f"reads lacks column(s) {', '.join(missing)}; available columns: {list(reads.columns)}")
+    present = [f for f in STANDARD if users[f] in reads.columns]
+    out = reads[[users[f] for f in present]].copy()
+    out.columns = present
+    if out.empty:
+        raise ReadsError("reads has no rows")
+    for f in present:
+        n_nan = int(out[f].isna().sum())
+        if n_nan and f in need:
+            rows = out.index[out[f].isna()].tolist()[:5]
+            raise ReadsError(f"column {users[f]!r} ({f}) has {n_nan} missing value(s), e.g. at rows {rows}")
+    out["truth"] = _binary(out["truth"], "truth", users["truth"]) if "truth" in out else None
+    if "decision" in out and out["decision"].notna().all():
+        out["decision"] = _binary(out["decision"], "decision", users["decision"])
+    for f in ("score", "ai_prob"):
+        if f in out:
+            try:
+                out[f] = pd.to_numeric(out[f], errors="raise").astype(float)
+            except (ValueError, TypeError):
+                raise ReadsError(f"column {users[f]!r} ({f}) must be numeric") from None
+    if "ai_prob" in out and ((out["ai_prob"] < 0) | (out["ai_prob"] > 1)).any():
+        raise ReadsError(f"column {users['ai_prob']!r} (ai_prob) must lie in [0, 1]")
+    if "phase" in out:
+        ph = out["phase"]
+        cats = list(ph.cat.categories) if isinstance(ph.dtype, pd.CategoricalDtype) else list(pd.unique(ph))
+        out["phase"] = pd.Categorical(ph, categories=cats, ordered=True)
+    _check_structure(out, users, paired)
+    return out.reset_index(drop=True)
+
+
+def _check_structure(out: pd.DataFrame, users: dict[str, str], paired: bool) -> None:
+    if {"case", "truth"} <= set(out):
+        n_truth = out.groupby("case", observed=True)["truth"].nunique()
+        bad = n_truth[n_truth > 1].index.tolist()  # tolist() gives Python scalars (clean reprs)
+        if bad:
+            raise ReadsError(f"truth differs between reads of case(s) {bad[:5]} (column {users['truth']!r}); "
+                             "the truth of a case must be the same for every reader and phase")
+    keys = [k for k in ("reader", "case", "phase") if k in out]
+    if len(keys) == 3:
+        dup = out.duplicated(keys, keep=False)
+        if dup.any():
+            ex = out.loc[dup, keys].head(3).to_dict("records")
+            raise ReadsError(f"{int(dup.sum())} duplicate (reader, case, phase) rows, e.g. {ex}")
+    if {"reader", "truth"} <= set(out):
+        classes = out.groupby("reader", observed=True)["truth"].nunique()
+        one = classes[classes < 2].index.tolist()
+        if one:
+            raise ReadsError(f"reader(s) {one[:5]} saw only one truth class; sensitivity, specificity and "
+                             "AUC need both diseased and non-diseased cases")
+    if paired and len(keys) == 3:
+        phases = list(out["phase"].cat.categories)
+        seen = out.groupby(["reader", "case"], observed=True)["phase"].nunique()
+        short = seen[seen < len(phases)]
+        if len(short):
+            r, c = (v.item() if isinstance(v, np.generic) else v for v in short.index[0])
+            got = sorted(map(str, out.loc[(out["reader"] == r) & (out["case"] == c), "phase"]))
+            raise ReadsError(f"{len(short)} (reader, case) pair(s) not read in every phase {phases}: e.g. reader "
+                             f"{r!r}, case {c!r} was read only in {got} (pass paired=False for an unpaired design)")
