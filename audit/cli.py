@@ -1,4 +1,4 @@
-"""The ``audit`` command line: ``audit demo | verify`` (run, report and readers come with later issues)."""
+"""The ``audit`` command line: ``audit demo | verify | readers`` (run and report come with later issues)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,63 @@ def verify(
     console.print(table)
     if not df.passed.all():
         console.print(df[~df.passed].to_string())
+        raise typer.Exit(1)
+
+
+@app.command()
+def readers(
+    reads_csv: Optional[Path] = typer.Argument(None, help="one row per read (CSV); omit with --example"),
+    out: Path = typer.Option(Path("reports/readers"), help="output folder for the tables (CSV)"),
+    example: bool = typer.Option(False, "--example", help="write and analyse the package's simulated "
+                                 "3-phase, 4-reader example study (444 reads)"),
+    reader: str = typer.Option("reader", help="column: reader id"),
+    case: str = typer.Option("case", help="column: case (patient) id"),
+    truth: str = typer.Option("truth", help="column: truth, 0/1"),
+    phase: str = typer.Option("phase", help="column: phase / modality / reading condition"),
+    decision: str = typer.Option("decision", help="column: binary decision, 0/1 (optional)"),
+    score: str = typer.Option("score", help="column: confidence rating or probability (optional)"),
+    ai_prob: str = typer.Option("ai_prob", help="column: the AI's probability (optional)"),
+    n_boot: int = typer.Option(1000, help="patient-bootstrap resamples"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Reader-study statistics: GEE odds ratios, patient bootstrap, OR/DBM MRMC, ROC, calibration,
+    decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done."""
+    import pandas as pd
+
+    from audit.readers import ReadColumns, ReadsError, analyze_reads, write_example_reads
+
+    if example == (reads_csv is not None):
+        raise typer.BadParameter("give either READS_CSV or --example")
+    out.mkdir(parents=True, exist_ok=True)
+    if example:
+        reads_csv = out / "example_reads.csv"
+        write_example_reads(reads_csv)
+        console.print(f"example study written to {reads_csv}")
+    if not reads_csv.exists():
+        console.print(f"[red]error:[/red] no such file: {reads_csv}")
+        raise typer.Exit(2)
+    cols = ReadColumns(reader=reader, case=case, truth=truth, phase=phase, decision=decision, score=score,
+                       ai_prob=ai_prob)
+    try:
+        res = analyze_reads(pd.read_csv(reads_csv), cols, out=out, n_boot=n_boot, seed=seed,
+                            progress=lambda name: console.print(f"  {name} …", highlight=False))
+    except ReadsError as err:
+        console.print(f"[red]error in {reads_csv}:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from err
+    table = Table(title=f"reader study — {len(res.files)} tables in {out}")
+    for col in ("instrument", "status"):
+        table.add_column(col)
+    for k in res.done:
+        table.add_row(k, "ok")
+    for k, v in res.skipped.items():
+        table.add_row(k, f"skipped: {v}")
+    for k, v in res.failed.items():
+        table.add_row(k, f"[red]failed[/red]: {v}")
+    console.print(table)
+    if "gee" in res.summaries:
+        console.print(res.summaries["gee"], highlight=False)
+    console.print(f"summary: {out / 'summary.txt'}")
+    if res.failed:
         raise typer.Exit(1)
 
 

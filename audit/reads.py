@@ -100,8 +100,10 @@ def validate_reads(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
         raise ReadsError(f"column {users['ai_prob']!r} (ai_prob) must lie in [0, 1]")
     if "phase" in out:
         ph = out["phase"]
-        cats = list(ph.cat.categories) if isinstance(ph.dtype, pd.CategoricalDtype) else list(pd.unique(ph))
-        out["phase"] = pd.Categorical(ph, categories=cats, ordered=True)
+        # a categorical keeps its order but not its unused levels (a subset of phases is a study too)
+        cats = (list(ph.cat.remove_unused_categories().cat.categories) if isinstance(ph.dtype, pd.CategoricalDtype)
+                else list(pd.unique(ph)))
+        out["phase"] = pd.Categorical(ph.astype(object), categories=cats, ordered=True)
     _check_structure(out, users, paired)
     return out.reset_index(drop=True)
 

@@ -45,3 +45,10 @@ def test_unpaired_design_allowed_when_asked():
     d = _reads()
     d = d[~((d["Patient"] == 3) & (d["Phase"] == "MRI+AI"))]
     assert len(validate_reads(d, COLS, paired=False)) == len(d)
+
+
+def test_unused_categorical_phases_are_dropped_but_order_kept():
+    d = _reads()
+    d["Phase"] = pd.Categorical(d["Phase"], categories=["MRI+AI", "extra", "MRI"], ordered=True)
+    out = validate_reads(d, COLS)
+    assert list(out["phase"].cat.categories) == ["MRI+AI", "MRI"]
