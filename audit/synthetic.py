@@ -38,8 +38,8 @@ The ROI masks follow the label-carrying geometries: ``necrosis``, ``enhancement`
 ``G_t1c``, ``oedema`` = oedema region of ``G_flair`` minus the T1c core, ``gtv`` their union (all
 clipped to the brain). Mechanisms: ``shape_t1c`` equals the label's shape with probability
 ``p_t1c`` (else the other shape), ``shape_flair`` with ``p_flair``; ``shape_informative=False``
-makes both fair coins. The shortcut "surgical site" marker (a bright defect in skull and scalp,
-visible on every contrast) is present with probability ``q1`` in class 1 and ``q0`` in class 0.
+makes both fair coins. The shortcut "surgical site" marker (a bright defect in the skull bone,
+visible on every contrast, inside the ``skull`` mask) is present with probability ``q1`` in class 1 and ``q0`` in class 0.
 
 Counterfactual sets (same seed → same cases, same noise) — the ground truth of what a model
 relies on: ``"t1c_only"``: the T1c shape *is* the label (whatever ``p_t1c``), the FLAIR shape
@@ -81,7 +81,7 @@ __all__ = ["CHANNELS", "COUNTERFACTUALS", "LABEL_NAMES", "TISSUE_INTENSITIES",
            "SyntheticConfig", "TemplateAnatomy", "draw_mechanisms", "make_cohort",
            "make_splits", "template_anatomy", "to_nifti"]
 
-GENERATOR = "medaudit.synthetic/1"
+GENERATOR = "medaudit.synthetic/2"  # 2: the marker lies in the skull (bone) only
 CHANNELS = ("T1", "T1c", "T2", "FLAIR")
 LABEL_NAMES = ("round", "irregular")  # label 0, label 1
 COUNTERFACTUALS = ("t1c_only", "flair_only", "no_marker")
@@ -394,11 +394,12 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
     necrosis = alpha["nec_c"] >= 0.5
     oedema = (alpha["oed_f"] >= 0.5) & ~core
 
-    # marker: a bright surgical-site defect in skull and scalp, centred on a skull voxel
+    # marker: a bright surgical-site defect in the skull, centred on a skull voxel. It stays inside
+    # the `skull` mask so that the planted mechanism is exactly one labelled ROI ("no skull" removes it)
     sk = np.flatnonzero(skull)
     mc = tc3[:, sk[min(int(u_marker * sk.size), sk.size - 1)]] if sk.size else tc3[:, 0]
     dm = np.sqrt((((tc3 - mc[:, None]) * _RES) ** 2).sum(axis=0))
-    marker = (dm < r_marker) & (skull | scalp)
+    marker = (dm < r_marker) & skull
     if mech["marker"]:
         am = np.where(marker, _soft(r_marker, dm, px) * 0.5 + 0.5, 0.0).astype(np.float32)
         img += am * (t["marker"][:, None] - img)

@@ -5,7 +5,7 @@ An ablation removes part of every image and asks how the model's ROC changes:
 * **ROI removal** — ``"no skull"``, ``"no gtv+skull"`` (a ``+``-joined union of ROI masks).
 * **Intensity removal** — ``"no top5%"``: the ⌈k·V/100⌉ brightest voxels of each case, among all
   V voxels of the *whole image* (the paper removes the brightest pixels of the image, and a
-  shortcut such as a surgical-site marker lies in skull/scalp, outside the brain). ``joint``
+  shortcut such as a surgical-site marker lies in the skull, outside the brain). ``joint``
   (default) ranks voxels by their mean over contrasts and removes a voxel in every contrast;
   ``per-contrast`` ranks and removes each contrast's own ⌈k·V/100⌉ brightest voxels. Ties are
   broken by flat voxel order, so exactly ⌈k·V/100⌉ voxels (per case, per contrast) are removed.
@@ -23,8 +23,8 @@ Fill of removed voxels, per case and contrast:
   neighbourhood holds no kept voxel (G*K < 1e-3) get the mean of the kept voxels. N-D.
 
 Derived ROI: ``extracranial`` = not ``brain`` (skull, scalp and background: what skull stripping
-removes). ``"no skull"`` removes only the ``skull`` mask (bone); a shortcut that extends into the
-scalp survives it, ``"no extracranial"`` (a skull-stripped image, as in Andres et al.) does not.
+removes, as in a skull-stripped image). ``"no skull"`` removes only the ``skull`` mask (bone): a
+shortcut that extends into the scalp survives it, ``"no extracranial"`` does not.
 
 Masks are a dict ``name → (N, *spatial)`` or ``(N, 1, *spatial)`` bool arrays/tensors. A known
 ROI missing from the dict (``KNOWN_ROIS``, e.g. ``marker`` in a cohort without markers) is an

@@ -154,8 +154,9 @@ def test_marker_model_roc_collapses_without_skull_or_brightest(marker_study):
     pc = st.per_condition.set_index("condition")
     print("\n" + st.summary())
     assert pc.loc["none", "auc"] >= 0.95
-    # skull stripping (everything outside the brain) and the 5% brightest voxels carry the marker
-    for cond in ("no extracranial", "no top5%"):
+    # the skull (where the marker is planted), skull stripping (everything outside the brain) and
+    # the 5% brightest voxels each carry the marker; Andres et al.'s collapse must show for each
+    for cond in ("no skull", "no extracranial", "no top5%"):
         assert pc.loc[cond, "auc"] <= 0.65, cond
         assert pc.loc[cond, "p"] < 0.05 and pc.loc[cond, "delta_ci_high"] < 0, cond
     # the lesion is uninformative here: removing the GTV does not lower the AUC significantly

@@ -120,8 +120,9 @@ def test_rendered_images_show_the_mechanisms():
         assert t1c[m["enhancement"]].mean() > 1.25 * t1c[normal].mean()
         assert flair[m["oedema"]].mean() > 1.2 * flair[normal].mean()
         assert t1c[m["necrosis"]].mean() < t1c[m["enhancement"]].mean()
-        # the marker raises the intensity in skull/scalp on every contrast
+        # the marker lies inside the skull mask and raises the intensity there on every contrast
         mk = m["marker"]
+        assert mk.any() and not (mk & ~m["skull"]).any()
         assert (img[:, mk].mean(axis=1) > ref.image[:, mk].mean(axis=1) + 0.3).all()
         sol_core.append((_solidity(m["necrosis"] | m["enhancement"]), case.meta["shape_t1c"]))
         sol_gtv.append((_solidity(m["gtv"]), case.meta["shape_flair"]))
