@@ -112,6 +112,16 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
                     rows.append({"split": name, "case_id": case.case_id, "label": case.label,
                                  "p1": float(prob[1]), "marker": bool("marker" in case.masks)})
         files["predictions"] = _write_csv(pd.DataFrame(rows), out / "predictions.csv")
+
+        # the reader-study half of the audit, on the package's simulated 3-phase, 4-reader study
+        with _step(progress, "reader study (simulated 444 reads: GEE, bootstrap, MRMC, curves)", timings):
+            from audit.readers import analyze_reads, write_example_reads
+
+            reads = write_example_reads(out / "readers" / "example_reads.csv")
+            study = analyze_reads(reads, out=out / "readers", n_boot=1000, seed=cfg.seed)
+        files["reader_summary"] = out / "readers" / "summary.txt"
+        if study.failed:
+            raise RuntimeError(f"reader-study instruments failed: {study.failed}")
     timings.append({"step": "total", "seconds": round(time.perf_counter() - t_start, 2)})
     files["timings"] = _write_csv(pd.DataFrame(timings), out / "timings.csv")
     _summary(console, result, metrics, verify, timings, out)

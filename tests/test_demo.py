@@ -16,8 +16,13 @@ def test_demo_default_reaches_090_and_reuses_its_checkpoint(tmp_path, monkeypatc
     monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path / "cache"))
     console = Console(file=open(tmp_path / "log.txt", "w"), width=120)
     files = run_demo(tmp_path / "out", DemoConfig(), console=console)
-    for name in ("metrics", "hooks_verify", "cohort_manifest", "model_card", "synthetic_panel", "predictions"):
+    for name in ("metrics", "hooks_verify", "cohort_manifest", "model_card", "synthetic_panel", "predictions",
+                 "reader_summary"):
         assert files[name].exists() and files[name].stat().st_size > 0, name
+    # the reader study: the simulated AI effect (true OR 1.6 / 1.8) is estimated by the GEE
+    gee = pd.read_csv(tmp_path / "out" / "readers" / "gee_contrasts.csv")
+    assert ((gee["ci_low"] < gee["odds_ratio"]) & (gee["odds_ratio"] < gee["ci_high"])).all()
+    assert (gee.loc[gee["baseline"] == "MRI", "odds_ratio"] > 1).all()
     metrics = pd.read_csv(files["metrics"]).set_index("split")
     assert metrics.loc["test", "accuracy"] >= 0.9
     assert pd.read_csv(files["hooks_verify"]).passed.all()
