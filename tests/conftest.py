@@ -112,3 +112,24 @@ def segmenter_model(tmp_path_factory) -> Trained:
                      lr=3e-3, batch_size=16)
     res = _train(tmp_path_factory, "segmenter", splits, tc)
     return Trained(res.model, splits, cfg)
+
+
+def _readerstudy_data() -> Path:
+    """The published reader-study reference data (``../shared/data/readerstudy`` of the checkout).
+
+    Looked up in ``$MEDAUDIT_READERSTUDY_DATA``, next to the repository, then at the workspace's
+    fixed location, so a clone elsewhere (e.g. a CI scratch folder) still finds it. Missing data
+    is an error, never a skip: the tests that read it fail with the path they tried.
+    """
+    import os
+
+    candidates = [os.environ.get("MEDAUDIT_READERSTUDY_DATA"),
+                  Path(__file__).resolve().parents[2] / "shared" / "data" / "readerstudy",
+                  Path("/work/shared/data/readerstudy")]
+    for c in candidates:
+        if c and (Path(c) / "vandyke_1993_mrmc.csv").exists():
+            return Path(c)
+    return Path(candidates[1])
+
+
+READERSTUDY_DATA = _readerstudy_data()

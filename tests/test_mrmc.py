@@ -27,7 +27,7 @@ from audit.mrmc_dbm import mrmc_dbm
 from audit.reads import ReadColumns, ReadsError
 from probes.roc import auc, delong
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "readerstudy"
+from .conftest import READERSTUDY_DATA as DATA
 COLS = ReadColumns(phase="modality", score="rating")
 N = r"(-?\d+\.\d+|-?\d+)"  # one printed number
 

@@ -17,7 +17,7 @@ from audit.reader_curves import (brier_score, calibration_fit, decision_curve, e
                                  reliability_curve, roc_points, vertical_average)
 from audit.reads import ReadsError
 
-DATA = Path("/work/shared/data/readerstudy")
+from .conftest import READERSTUDY_DATA as DATA
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from audit.reader_gee import GEEConvergenceError, GEEConvergenceWarning, fit_gee
 from audit.reader_sim import example_reads, simulate_reads, write_example_reads
 from audit.reads import ReadColumns, ReadsError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "readerstudy"
+from .conftest import READERSTUDY_DATA as DATA
 
 # R gee 4.13 on gee_logistic_1.csv, from statsmodels' test_gee.py (independence, exchangeable)
 R_GEE_COEF = {"independence": [0.0167272965285882, 1.13038654425893, -1.86896345082962, 1.09397608331333],

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from probes.roc import auc, delong, delong_cov, delong_placements
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "readerstudy"
+from .conftest import READERSTUDY_DATA as DATA
 
 
 def _psi(x, y):
