@@ -18,11 +18,12 @@ SPLIT = (0.5, 0.2, 0.3)
 
 
 @pytest.fixture(scope="module")
-def lesion_probe(lesion_model, tmp_path_factory):
+def lesion_probe(strong_lesion_model, tmp_path_factory):
     """600 slices unseen in training: the model's val+test cases plus 240 fresh patients."""
     from audit.data import Cohort, collate
     from audit.synthetic import make_cohort
 
+    lesion_model = strong_lesion_model
     extra = make_cohort(lesion_model.cfg, n_cases=240, seed=lesion_model.cfg.seed + 100)
     cohort = Cohort([*lesion_model.splits["val"], *lesion_model.splits["test"], *extra])
     model = lesion_model.model
@@ -65,16 +66,22 @@ def test_features_streamed_cached_and_model_untouched(lesion_probe):
 
 
 def test_probe_auc_profile_and_control(lesion_probe):
-    """Shape on T1c is the only mechanism: chance at the stem, high at the last block."""
+    """Shape on T1c is the only mechanism: near chance at the stem, ≥ 0.9 at the last block.
+
+    Measured (15-epoch lesion model, test AUC 0.96; probe split seeds 0/1/2): stem ``act1``
+    0.55/0.55/0.60, layer1.0 0.82/0.75/0.80, layer2.1 0.97/0.96/0.98, layer4.1 0.98/0.99/0.98;
+    control 0.43–0.55 everywhere. Lesion irregularity is a local boundary texture, so the first
+    residual block already carries much of it; only the stem is near chance.
+    """
     res = lesion_probe["res"]
     w = res.wide().set_index(["point", "task"])
     real, ctrl = w.xs("real", level="task"), w.xs("control", level="task")
     print(res.summary())
-    assert real.loc["act1", "test_auc"] < 0.75            # measured 0.52 (stem, before any block)
-    assert real.loc["layer4.1.resid", "test_auc"] >= 0.85  # measured 0.885; the model's own ≈ 0.90
-    assert real.loc["layer4.1.resid", "test_auc"] - real.loc["act1", "test_auc"] >= 0.15
-    assert real.loc["layer1.0.resid", "test_auc"] > 0.7    # measured 0.85: shape already at block 1
-    assert (ctrl["test_auc"] - 0.5).abs().max() <= 0.12    # measured max |Δ| 0.07
+    assert real.loc["act1", "test_auc"] < 0.7             # stem, before any block
+    assert real.loc["layer4.1.resid", "test_auc"] >= 0.9   # the issue's bar at the last block
+    assert real.loc["layer4.1.resid", "test_auc"] - real.loc["act1", "test_auc"] >= 0.25
+    assert real.loc["layer4.1.resid", "test_auc"] - real.loc["layer1.0.resid", "test_auc"] >= 0.08  # it rises
+    assert (ctrl["test_auc"] - 0.5).abs().max() <= 0.12    # shuffled labels stay at chance everywhere
     sel = res.selectivity().set_index("point")["selectivity"]
     assert (sel.drop("act1") > 0.25).all()
     t = res.table
