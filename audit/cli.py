@@ -44,7 +44,7 @@ def verify(
     """Self-check the hook registry on a model: every block's anchors hold what they claim."""
     import torch
 
-    from audit.io import load_model
+    from audit.models import load_model
     from probes import HookRegistry
 
     try:
@@ -90,7 +90,7 @@ def readers(
     decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done."""
     import pandas as pd
 
-    from audit.readers import ReadColumns, ReadsError, analyze_reads, write_example_reads
+    from audit.readers.study import ReadColumns, ReadsError, analyze_reads, write_example_reads
 
     if example == (reads_csv is not None):
         raise typer.BadParameter("give either READS_CSV or --example")

@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .train import TrainConfig, cache_key, train_or_load
+from audit.training import TrainConfig, cache_key, train_or_load
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -70,9 +70,9 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
     """Run the demo end to end; returns the written files by name."""
     from probes import HookRegistry
 
-    from .figures import cohort_panel
-    from .synthetic import SyntheticConfig, make_splits
-    from .train import predict_proba
+    from audit.figures import cohort_panel
+    from audit.synthetic import SyntheticConfig, make_splits
+    from audit.training import predict_proba
 
     console = console or Console()
     out = Path(out)
@@ -115,7 +115,7 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
 
         # the reader-study half of the audit, on the package's simulated 3-phase, 4-reader study
         with _step(progress, "reader study (simulated 444 reads: GEE, bootstrap, MRMC, curves)", timings):
-            from audit.readers import analyze_reads, write_example_reads
+            from audit.readers.study import analyze_reads, write_example_reads
 
             reads = write_example_reads(out / "readers" / "example_reads.csv")
             study = analyze_reads(reads, out=out / "readers", n_boot=1000, seed=cfg.seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Case, Cohort
+from audit.data.cohort import Case, Cohort
 
 __all__ = ["ROI_COLOURS", "case_slice", "cohort_panel"]
 

@@ -18,11 +18,11 @@ import torch
 
 from audit.demo import DemoConfig, _cache_root
 from audit.synthetic import SyntheticConfig, make_splits
-from audit.train import cache_key, train_or_load
-from probes.attribution import METHODS, attribute
-from probes.hooks import HookRegistry
-from probes.lrp import lrp
-from probes.saliency import lime_map, layer_gradcam
+from audit.training import cache_key, train_or_load
+from probes.attribution.methods import METHODS, attribute
+from probes.hooks.registry import HookRegistry
+from probes.attribution.lrp import lrp
+from probes.attribution import lime_map, layer_gradcam
 
 
 def main() -> None:

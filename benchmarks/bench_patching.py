@@ -25,7 +25,7 @@ import timm
 import torch
 
 from probes import HookRegistry
-from probes.patching import activation_patching
+from probes.internals.patching import activation_patching
 
 
 def main() -> None:

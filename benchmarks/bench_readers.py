@@ -20,8 +20,8 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from audit.reader_bootstrap import cluster_bootstrap
-from audit.reader_sim import PHASES, simulate_reads
+from audit.readers.bootstrap import cluster_bootstrap
+from audit.readers.simulate import PHASES, simulate_reads
 
 
 def loop_auc(reads, patients: tuple, idx: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probes.shapley import modality_shapley  # noqa: E402
+from probes.interventions.shapley import modality_shapley  # noqa: E402
 
 
 def main() -> None:

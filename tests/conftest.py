@@ -1,4 +1,4 @@
-"""Shared fixtures: small random-init models whose residual branches are not zero."""
+"""Shared fixtures: small random-init models, and models trained on the synthetic cohort."""
 
 from __future__ import annotations
 
@@ -6,34 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine terms, so f(x) != 0 and every block does something.
-
-    timm's untrained ResNets zero the last BN of each branch (``zero_init_last``); a hook that
-    captured the wrong tensor could then still look right. Random statistics rule that out.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.running_mean is not None:
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                if m.weight is not None:
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.2 + 1.0)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
-
-
-def timm_model(name: str, **kw) -> nn.Module:
-    import timm
-
-    kw = {"pretrained": False, "in_chans": 4, "num_classes": 2, "zero_init_last": False, **kw}
-    torch.manual_seed(0)
-    return randomize_bn(timm.create_model(name, **kw)).eval()
+from tests.helpers import timm_model
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +37,7 @@ def _train(tmp_path_factory, name: str, splits, tc):
     """
     import os
 
-    from audit.train import train_or_load
+    from audit.training import train_or_load
 
     root = os.environ.get("MEDAUDIT_TEST_CACHE")
     folder = Path(root) / name if root else tmp_path_factory.mktemp(name)
@@ -74,7 +48,7 @@ def _train(tmp_path_factory, name: str, splits, tc):
 def marker_model(tmp_path_factory) -> Trained:
     """Planted skull marker as the only mechanism (q1=1, q0=0, lesion shapes uninformative)."""
     from audit.synthetic import SyntheticConfig, make_splits
-    from audit.train import TrainConfig
+    from audit.training import TrainConfig
 
     cfg = SyntheticConfig(n_cases=500, dim=2, size=64, q1=1.0, q0=0.0, shape_informative=False, seed=11)
     splits = make_splits(cfg)
@@ -91,7 +65,7 @@ def lesion_model(tmp_path_factory) -> Trained:
     shape is picked up around epoch 7; 420 slices at 128² were not enough to learn it at all).
     """
     from audit.synthetic import SyntheticConfig, make_splits
-    from audit.train import TrainConfig
+    from audit.training import TrainConfig
 
     cfg = SyntheticConfig(n_cases=1200, dim=2, size=96, seed=12)
     splits = make_splits(cfg)
@@ -109,7 +83,7 @@ def strong_lesion_model(lesion_model, tmp_path_factory) -> Trained:
     measured, the longer-trained model also leans on T1 (zero-fill AUC Shapley rank 2 for T1,
     marginal φ_T1 = 0.10 vs T1c 0.21 on ``test_t1c_only``) — a finding, not what those tests probe.
     """
-    from audit.train import TrainConfig
+    from audit.training import TrainConfig
 
     tc = TrainConfig(arch_kwargs={"channels": (16, 32, 64, 128)}, epochs=15, batch_size=32, lr=2e-3)
     res = _train(tmp_path_factory, "lesion_strong", lesion_model.splits, tc)
@@ -120,7 +94,7 @@ def strong_lesion_model(lesion_model, tmp_path_factory) -> Trained:
 def segmenter_model(tmp_path_factory) -> Trained:
     """MONAI U-Net segmenting the GTV on 64² slices of the default cohort (gtv Dice ≈ 0.87)."""
     from audit.synthetic import SyntheticConfig, make_splits
-    from audit.train import TrainConfig
+    from audit.training import TrainConfig
 
     cfg = SyntheticConfig(n_cases=400, dim=2, size=64, seed=13)
     splits = make_splits(cfg)
@@ -128,24 +102,3 @@ def segmenter_model(tmp_path_factory) -> Trained:
                      lr=3e-3, batch_size=16)
     res = _train(tmp_path_factory, "segmenter", splits, tc)
     return Trained(res.model, splits, cfg)
-
-
-def _readerstudy_data() -> Path:
-    """The published reader-study reference data (``../shared/data/readerstudy`` of the checkout).
-
-    Looked up in ``$MEDAUDIT_READERSTUDY_DATA``, next to the repository, then at the workspace's
-    fixed location, so a clone elsewhere (e.g. a CI scratch folder) still finds it. Missing data
-    is an error, never a skip: the tests that read it fail with the path they tried.
-    """
-    import os
-
-    candidates = [os.environ.get("MEDAUDIT_READERSTUDY_DATA"),
-                  Path(__file__).resolve().parents[2] / "shared" / "data" / "readerstudy",
-                  Path("/work/shared/data/readerstudy")]
-    for c in candidates:
-        if c and (Path(c) / "vandyke_1993_mrmc.csv").exists():
-            return Path(c)
-    return Path(candidates[1])
-
-
-READERSTUDY_DATA = _readerstudy_data()

@@ -1,0 +1,7 @@
+"""Cases and cohorts, NIfTI manifests, atlas ROIs."""
+
+from audit.data.cohort import Case, Cohort, CohortDataset, EmptyMaskWarning, ManifestError, collate, slices_from_volumes
+from audit.data.nifti import read_manifest, write_nifti
+
+__all__ = ["Case", "Cohort", "CohortDataset", "EmptyMaskWarning", "ManifestError", "collate", "slices_from_volumes",
+           "read_manifest", "write_nifti"]

@@ -1,0 +1,363 @@
+"""Clustered (patient) bootstrap of reader-study statistics per phase and their differences.
+
+Resampling unit: the patient (case). A resample draws P patients with replacement (an (n, P)
+index matrix from ``numpy.random.default_rng(seed).integers(0, P, (n, P))`` — the same draws as
+``scipy.stats.bootstrap`` with that generator) and keeps *all* reads of each drawn patient, so
+the correlation between the reads of one patient (readers, phases) is preserved. Readers are
+not resampled: **a patient bootstrap treats readers as fixed** — its CIs generalise to new
+patients read by these readers, not to new readers (for that use an MRMC analysis,
+:func:`audit.mrmc.mrmc_or`).
+
+Vectorised: a resample is a vector w of patient multiplicities, so every statistic is a ratio
+of w-weighted sums (exact in float64: the sums are of integers):
+- accuracy_p    = Σ_c w_c·correct_cp / Σ_c w_c·reads_cp (reads pooled over readers),
+- sensitivity_p = Σ_c w_c·TP_cp / Σ_c w_c·positive reads_cp, specificity_p likewise on negatives,
+- AUC_p = mean over readers of the empirical AUC (Mann–Whitney, ties ½) of the reader's scores
+  in phase p (``auc="reader_mean"``) or the AUC of all reads of the phase pooled
+  (``auc="pooled"``); with weights, AUC = Σ_i Σ_j w_i w_j ψ(x_i, y_j) / (Σ_i w_i · Σ_j w_j) over
+  positive reads i and negative reads j, computed for all resamples at once from cumulative
+  weighted counts over the score-sorted reads: O(n · reads) in total.
+Differences (phase b − phase a, for every pair a before b) are taken within each resample.
+
+A resample with a single truth class (for a reader or a phase) leaves sensitivity,
+specificity or AUC undefined: it is counted, excluded (NaN) and reported (``n_excluded``, and a
+:class:`OneClassResampleWarning`). CIs: ``"percentile"`` (α/2 and 1 − α/2 quantiles of the valid
+replicates, linear interpolation as ``numpy.percentile``) or ``"bca"`` (bias-corrected and
+accelerated, Efron & Tibshirani 1993 §14.3 / eq. 14.15 with the acceleration from a
+leave-one-patient-out jackknife — the formulas of ``scipy.stats.bootstrap(method="BCa")``).
+SE: standard deviation (ddof = 1) of the valid replicates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from audit.readers.reads import ReadColumns, ReadsError, validate_reads
+
+__all__ = ["STATISTICS", "NOTE", "OneClassResampleWarning", "BootstrapResult", "PatientData",
+           "prepare_patients", "resample_indices", "patient_weights", "weighted_statistics",
+           "bca_interval", "percentile_interval", "cluster_bootstrap"]
+
+STATISTICS = ("accuracy", "sensitivity", "specificity", "auc")
+NOTE = ("patient bootstrap: readers treated as fixed (only patients are resampled); "
+        "for conclusions about new readers use an MRMC analysis (Obuchowski–Rockette)")
+_NEEDS = {"accuracy": "decision", "sensitivity": "decision", "specificity": "decision", "auc": "score"}
+
+
+class OneClassResampleWarning(UserWarning):
+    """Some bootstrap resamples held a single truth class and were excluded for a statistic."""
+
+
+@dataclass(frozen=True)
+class PatientData:
+    """Reads reduced to what the weighted statistics need, patients indexed 0..P−1.
+
+    ``counts``: name → (P, T) read counts per patient and phase (reads, correct, pos, tp, neg,
+    tn); ``units``: per AUC unit (reader × phase, or phase) the phase index and the score-sorted
+    reads' patient codes, truth and tie-group starts.
+    """
+
+    patients: tuple
+    phases: tuple
+    readers: tuple
+    counts: dict = field(repr=False)
+    units: tuple = field(repr=False)
+    auc_mode: str = "reader_mean"
+
+
+def prepare_patients(reads: pd.DataFrame, *, auc: Literal["reader_mean", "pooled"] = "reader_mean",
+                     use_decision: bool = True, use_score: bool = True) -> PatientData:
+    """Reduce validated reads (standard column names) to per-patient counts and AUC units.
+
+    Patients are numbered in order of first appearance (``pd.factorize``).
+    """
+    codes, patients = pd.factorize(reads["case"])
+    phases = tuple(reads["phase"].cat.categories)
+    ph = reads["phase"].cat.codes.to_numpy()
+    p, t = len(patients), len(phases)
+    truth = reads["truth"].to_numpy().astype(bool)
+    readers = tuple(pd.unique(reads["reader"]))
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        out = np.zeros((p, t))
+        np.add.at(out, (codes[mask], ph[mask]), 1.0)
+        return out
+
+    counts = {"reads": count(np.ones(len(reads), bool)), "pos": count(truth), "neg": count(~truth)}
+    if use_decision:
+        dec = reads["decision"].to_numpy().astype(bool)
+        counts.update(correct=count(dec == truth), tp=count(dec & truth), tn=count(~dec & ~truth))
+    units = []
+    if use_score:
+        s = reads["score"].to_numpy(dtype=float)
+        keys = [(k,) for k in range(t)] if auc == "pooled" else [(k, rd) for k in range(t) for rd in readers]
+        rd_arr = reads["reader"].to_numpy()
+        for key in keys:
+            sel = ph == key[0] if len(key) == 1 else (ph == key[0]) & (rd_arr == key[1])
+            if not sel.any():
+                continue
+            order = np.argsort(s[sel], kind="stable")
+            ss = s[sel][order]
+            starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+            units.append((key[0], codes[sel][order], truth[sel][order], starts))
+    return PatientData(tuple(patients), phases, readers, counts, tuple(units), auc)
+
+
+def resample_indices(n_patients: int, n: int, seed: int | np.random.Generator | None = 0) -> np.ndarray:
+    """(n, n_patients) patient indices drawn with replacement: ``default_rng(seed).integers(0, P, (n, P))``."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"n (number of resamples) must be an integer ≥ 1, got {n!r}")
+    if n_patients < 1:
+        raise ValueError(f"n_patients must be ≥ 1, got {n_patients}")
+    return np.random.default_rng(seed).integers(0, n_patients, (int(n), n_patients))
+
+
+def patient_weights(indices: np.ndarray, n_patients: int) -> np.ndarray:
+    """Multiplicity matrix (n, P): w[b, c] = number of times patient c is drawn in resample b."""
+    idx = np.asarray(indices)
+    if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"indices must be an integer array (n, P), got shape {idx.shape} dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_patients):
+        raise ValueError(f"indices must lie in [0, {n_patients - 1}], got [{idx.min()}, {idx.max()}]")
+    b = idx.shape[0]
+    flat = (np.arange(b)[:, None] * n_patients + idx).ravel()
+    return np.bincount(flat, minlength=b * n_patients).reshape(b, n_patients).astype(float)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _weighted_auc(w: np.ndarray, unit: tuple) -> np.ndarray:
+    """Weighted empirical AUC (ties ½) of one unit for weight rows w (m, P) → (m,)."""
+    _, case, truth, starts = unit
+    wr = w[:, case]  # (m, L), reads sorted by score
+    npos = np.add.reduceat(np.where(truth, wr, 0.0), starts, axis=1)  # per tie group
+    nneg = np.add.reduceat(np.where(truth, 0.0, wr), starts, axis=1)
+    below = np.cumsum(nneg, axis=1) - nneg
+    u = (npos * (below + 0.5 * nneg)).sum(axis=1)
+    return _ratio(u, npos.sum(axis=1) * nneg.sum(axis=1))
+
+
+def weighted_statistics(data: PatientData, weights: np.ndarray, statistics: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each statistic per phase, (m, T), for patient-weight rows ``weights`` (m, P).
+
+    Weights of all ones give the estimate on the data; multiplicities give a bootstrap
+    replicate; 1 − e_i gives the jackknife value without patient i. NaN where undefined
+    (no positive or no negative reads for a reader/phase under those weights).
+    """
+    w = np.asarray(weights, dtype=float)
+    c = data.counts
+    out = {}
+    for s in statistics:
+        if s == "accuracy":
+            out[s] = _ratio(w @ c["correct"], w @ c["reads"])
+        elif s == "sensitivity":
+            out[s] = _ratio(w @ c["tp"], w @ c["pos"])
+        elif s == "specificity":
+            out[s] = _ratio(w @ c["tn"], w @ c["neg"])
+        elif s == "auc":
+            t = len(data.phases)
+            tot, n_units = np.zeros((w.shape[0], t)), np.zeros(t)
+            for unit in data.units:
+                tot[:, unit[0]] += _weighted_auc(w, unit)  # NaN propagates: strict reader mean
+                n_units[unit[0]] += 1
+            out[s] = _ratio(tot, np.broadcast_to(n_units, tot.shape))
+        else:
+            raise ValueError(f"unknown statistic {s!r}; choose from {list(STATISTICS)}")
+    return out
+
+
+def _columns(data: PatientData, per_phase: dict[str, np.ndarray], statistics: Sequence[str],
+             differences: bool) -> np.ndarray:
+    """Stack per-phase values and pairwise differences into (m, K) in label order."""
+    cols = []
+    t = len(data.phases)
+    for s in statistics:
+        v = per_phase[s]
+        cols.append(v)
+        if differences:
+            cols.extend(v[:, [b]] - v[:, [a]] for a, b in combinations(range(t), 2))
+    return np.concatenate(cols, axis=1)
+
+
+def _labels(data: PatientData, statistics: Sequence[str], differences: bool) -> pd.DataFrame:
+    rows = []
+    for s in statistics:
+        rows += [{"statistic": s, "phase": str(p), "kind": "phase", "baseline": None} for p in data.phases]
+        if differences:
+            rows += [{"statistic": s, "phase": f"{data.phases[b]} − {data.phases[a]}", "kind": "difference",
+                      "baseline": str(data.phases[a])} for a, b in combinations(range(len(data.phases)), 2)]
+    return pd.DataFrame(rows)
+
+
+def _evaluate(data: PatientData, w: np.ndarray, statistics: Sequence[str], differences: bool,
+              max_elements: int = 4_000_000) -> np.ndarray:
+    """(m, K) statistics for weight rows w, in chunks bounding the (rows × reads) work arrays."""
+    n_reads = max(int(sum(len(u[1]) for u in data.units)), w.shape[1], 1)
+    step = max(1, max_elements // n_reads)
+    parts = [_columns(data, weighted_statistics(data, w[i:i + step], statistics), statistics, differences)
+             for i in range(0, w.shape[0], step)]
+    return np.concatenate(parts, axis=0)
+
+
+def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile CI: the α/2 and 1 − α/2 quantiles (``numpy.percentile``, linear) of the finite replicates."""
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return np.nan, np.nan
+    return float(np.percentile(r, 100 * alpha / 2)), float(np.percentile(r, 100 * (1 - alpha / 2)))
+
+
+def bca_interval(replicates: np.ndarray, estimate: float, jackknife: np.ndarray,
+                 alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """BCa CI (Efron & Tibshirani 1993, §14.3): returns (ci_low, ci_high, z0, a).
+
+    z0 = Φ⁻¹([#{θ* < θ̂} + #{θ* ≤ θ̂}] / 2B) over the B finite replicates;
+    a = Σ(θ̄ − θ_(i))³ / (6·[Σ(θ̄ − θ_(i))²]^{3/2}) from the jackknife values θ_(i) (a = 0 when
+    they are all equal); α_k = Φ(z0 + (z0 + z_k)/(1 − a(z0 + z_k))) for z_k = z_{α/2}, z_{1−α/2};
+    CI = the α_1 and α_2 percentiles of the replicates. NaN when z0 or a is undefined (e.g. θ̂
+    outside all replicates, or an undefined jackknife value).
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    jk = np.asarray(jackknife, dtype=float)
+    if r.size == 0 or not np.isfinite(estimate) or not np.isfinite(jk).all():
+        return np.nan, np.nan, np.nan, np.nan
+    z0 = special.ndtri(((r < estimate).sum() + (r <= estimate).sum()) / (2 * r.size))
+    d = jk.mean() - jk
+    ss = (d ** 2).sum()
+    a = float((d ** 3).sum() / (6 * ss ** 1.5)) if ss > 0 else 0.0
+    if not np.isfinite(z0):
+        return np.nan, np.nan, float(z0), a
+    out = []
+    for zk in (special.ndtri(alpha / 2), special.ndtri(1 - alpha / 2)):
+        num = z0 + zk
+        out.append(float(np.percentile(r, 100 * special.ndtr(z0 + num / (1 - a * num)))))
+    return out[0], out[1], float(z0), a
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Patient-bootstrap estimates, SEs and CIs per statistic × phase and phase difference.
+
+    ``table``: statistic, phase (a phase, or "b − a" for a difference), kind ("phase" /
+    "difference"), baseline, estimate, se, ci_low, ci_high, n_valid, n_excluded (one-class
+    resamples), method, note. ``replicates`` (n, K) in the row order of ``table``;
+    ``indices`` (n, P) the patient draws (columns = ``patients``). ``note``: readers are fixed.
+    """
+
+    table: pd.DataFrame
+    replicates: np.ndarray = field(repr=False)
+    indices: np.ndarray = field(repr=False)
+    patients: tuple = field(repr=False)
+    n_resamples: int = 0
+    method: str = "percentile"
+    alpha: float = 0.05
+    seed: int | None = 0
+    auc_mode: str = "reader_mean"
+    note: str = NOTE
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy result table (with the ``note`` column)."""
+        return self.table.copy()
+
+    def summary(self) -> str:
+        """Plain-text table with the CI method, the resample count and the fixed-reader note."""
+        lvl = int(round(100 * (1 - self.alpha)))
+        lines = [f"Clustered bootstrap by patient: {self.n_resamples} resamples of {len(self.patients)} patients, "
+                 f"{self.method} {lvl}% CIs, seed {self.seed}; AUC = "
+                 + ("mean of per-reader empirical AUCs" if self.auc_mode == "reader_mean"
+                    else "empirical AUC of pooled reads"),
+                 f"NOTE: {self.note}.", ""]
+        for r in self.table.itertuples(index=False):
+            ex = f"  ({r.n_excluded} one-class resamples excluded)" if r.n_excluded else ""
+            lines.append(f"  {r.statistic:<12} {r.phase:<28} {r.estimate:8.4f}  SE {r.se:.4f}  "
+                         f"[{r.ci_low:.4f}, {r.ci_high:.4f}]{ex}")
+        return "\n".join(lines)
+
+
+def cluster_bootstrap(reads: pd.DataFrame, statistic: str | Sequence[str] | None = None, n: int = 1000,
+                      seed: int | None = 0, method: Literal["percentile", "bca"] = "percentile", *,
+                      alpha: float = 0.05, columns: ReadColumns = ReadColumns(),
+                      auc: Literal["reader_mean", "pooled"] = "reader_mean", differences: bool = True,
+                      paired: bool = True) -> BootstrapResult:
+    """Bootstrap CIs of accuracy, sensitivity, specificity and/or AUC per phase, resampling patients.
+
+    ``statistic``: one or several of :data:`STATISTICS` (default: every one the columns allow —
+    accuracy/sensitivity/specificity need ``decision``, AUC needs ``score``). ``n`` resamples
+    drawn by ``numpy.random.default_rng(seed)``; ``method`` "percentile" or "bca"; ``auc``
+    "reader_mean" (mean of per-reader AUCs, the MRMC convention) or "pooled". See the module
+    docstring for the formulas. Readers are treated as fixed (``BootstrapResult.note``).
+    """
+    if method not in ("percentile", "bca"):
+        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
+    if auc not in ("reader_mean", "pooled"):
+        raise ValueError(f"auc must be 'reader_mean' or 'pooled', got {auc!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if int(n) != n or n < 2:
+        raise ValueError(f"n (number of resamples) must be an integer ≥ 2, got {n!r}")
+    user = {"decision": columns.decision, "score": columns.score}
+    if statistic is None:
+        stats_ = [s for s in STATISTICS if user[_NEEDS[s]] in reads.columns]
+        if not stats_:
+            raise ReadsError(f"reads has neither a decision column {columns.decision!r} nor a score column "
+                             f"{columns.score!r}; available columns: {list(reads.columns)}")
+    else:
+        stats_ = [statistic] if isinstance(statistic, str) else list(statistic)
+        bad = [s for s in stats_ if s not in STATISTICS]
+        if bad or not stats_:
+            raise ValueError(f"statistic must be among {list(STATISTICS)}, got {bad or stats_}")
+        stats_ = list(dict.fromkeys(stats_))
+    need = ("reader", "case", "truth", "phase") + tuple(sorted({_NEEDS[s] for s in stats_}))
+    r = validate_reads(reads, columns, need=need, paired=paired)
+    for f in {_NEEDS[s] for s in stats_}:
+        if r[f].isna().any():
+            raise ReadsError(f"column {user[f]!r} ({f}) has missing values")
+    r["phase"] = r["phase"].cat.remove_unused_categories()  # a declared phase without reads
+    if len(r["phase"].cat.categories) < 2 and differences:
+        differences = False  # a single phase: nothing to difference
+    data = prepare_patients(r, auc=auc, use_decision="decision" in need, use_score="score" in need)
+    labels = _labels(data, stats_, differences)
+    p = len(data.patients)
+
+    estimate = _evaluate(data, np.ones((1, p)), stats_, differences)[0]
+    idx = resample_indices(p, n, seed)
+    reps = _evaluate(data, patient_weights(idx, p), stats_, differences)
+    jack = _evaluate(data, 1.0 - np.eye(p), stats_, differences) if method == "bca" else None
+
+    rows = []
+    for k in range(reps.shape[1]):
+        col = reps[:, k]
+        ok = np.isfinite(col)
+        se = float(np.std(col[ok], ddof=1)) if ok.sum() > 1 else np.nan
+        if method == "percentile":
+            lo, hi = percentile_interval(col, alpha)
+        else:
+            lo, hi, _, _ = bca_interval(col, estimate[k], jack[:, k], alpha)
+        rows.append({"estimate": float(estimate[k]), "se": se, "ci_low": lo, "ci_high": hi,
+                     "n_valid": int(ok.sum()), "n_excluded": int((~ok).sum())})
+    table = pd.concat([labels, pd.DataFrame(rows)], axis=1)
+    table["method"] = method
+    table["note"] = NOTE
+    excl = table[table["n_excluded"] > 0]
+    if len(excl):
+        worst = excl.loc[excl["n_excluded"].idxmax()]
+        warnings.warn(f"{int(worst['n_excluded'])} of {n} resamples had a single truth class for "
+                      f"{worst['statistic']} ({worst['phase']}) and were excluded; n_valid is reported per row",
+                      OneClassResampleWarning, stacklevel=2)
+    if method == "bca" and table["ci_low"].isna().any():
+        bad = table.loc[table["ci_low"].isna(), ["statistic", "phase"]].head(3).to_dict("records")
+        warnings.warn(f"BCa interval undefined for {bad} (estimate outside every replicate or an undefined "
+                      "jackknife value); use method='percentile'", RuntimeWarning, stacklevel=2)
+    return BootstrapResult(table, reps, idx, data.patients, int(n), method, float(alpha), seed, auc, NOTE)

@@ -1,0 +1,495 @@
+"""Synthetic multi-contrast brain-MRI cohort with known ground truth (issue 4).
+
+Anatomy comes from the MNI152 template shipped in nilearn (:func:`template_anatomy`, with
+synthetic CSF/skull/scalp shells); every case is a randomly posed head with a tumour whose
+*shape* is the label, plus optional planted shortcuts. Everything a model could learn is set by
+:class:`SyntheticConfig` and recorded per case in ``Case.meta`` and per cohort in
+``Cohort.meta``.
+
+Labels: ``0 = round`` (near-ellipsoid tumour), ``1 = irregular`` (lobulated: radius modulated by
+low-frequency waves on the sphere plus spiky lobes). Channels, in order: ``T1, T1c, T2, FLAIR``.
+
+Relative tissue intensities (before per-case scaling, bias field and noise; WM on T1 = 1):
+
+=============  =====  =====  =====  =====
+tissue          T1     T1c    T2    FLAIR
+=============  =====  =====  =====  =====
+white matter    1.00   1.00   0.45   0.70
+grey matter     0.70   0.72   0.65   0.85
+CSF             0.20   0.20   1.40   0.10
+skull (bone)    0.05   0.05   0.05   0.05
+diploë          0.80   0.80   0.60   0.50
+scalp (fat)     1.30   1.30   1.00   0.90
+necrosis        0.25   0.25   1.25   0.55
+enhancing rim   0.65   1.70   0.90   0.95
+oedema          0.55   0.55   1.15   1.35
+marker          1.60   1.70   1.60   1.60
+=============  =====  =====  =====  =====
+
+Tumour geometry per contrast (how label information is routed). Each case draws three tumour
+geometries with the same centre and size: ``G_t1c`` with shape ``shape_t1c``, ``G_flair`` with
+``shape_flair`` and ``G_t1t2`` with ``shape_t1t2`` (a fair coin, independent of the label).
+
+* T1c shows the necrotic core and the enhancing rim of ``G_t1c`` (oedema from ``G_t1t2``);
+* FLAIR shows the oedema outline of ``G_flair`` (core from ``G_t1t2``);
+* T1 and T2 show all compartments of ``G_t1t2``: they carry no label information.
+
+The ROI masks follow the label-carrying geometries: ``necrosis``, ``enhancement`` from
+``G_t1c``, ``oedema`` = oedema region of ``G_flair`` minus the T1c core, ``gtv`` their union (all
+clipped to the brain). Mechanisms: ``shape_t1c`` equals the label's shape with probability
+``p_t1c`` (else the other shape), ``shape_flair`` with ``p_flair``; ``shape_informative=False``
+makes both fair coins. The shortcut "surgical site" marker (a bright defect in the skull bone,
+visible on every contrast, inside the ``skull`` mask) is present with probability ``q1`` in class 1 and ``q0`` in class 0.
+
+Counterfactual sets (same seed → same cases, same noise) — the ground truth of what a model
+relies on: ``"t1c_only"``: the T1c shape *is* the label (whatever ``p_t1c``), the FLAIR shape
+is a fair coin and there is no marker, so T1c is the only carrier of the label;
+``"flair_only"``: the same with the roles of T1c and FLAIR swapped; ``"no_marker"``: every
+marker removed, nothing else changed (images differ only inside the normal set's marker mask).
+
+Noise: Rician, i.e. ``sqrt((s + σ n1)² + (σ n2)²)`` with ``σ = noise`` relative to WM on T1.
+Per case: random rigid+scale pose (2D: in-plane rotation ±10°, 3D: ±6° per axis; scale
+0.92–1.08; shift ±4 % of the field of view), a smooth multiplicative bias field per contrast
+(exp of a random quadratic polynomial), and an intensity scale 0.9–1.1 per contrast.
+
+2D cases are axial slices through the tumour centre (template slice + in-plane pose, tumour
+rendered analytically at output resolution); 3D cases are the whole head resampled to
+``size³``. Output axes: 2D ``(H, W)`` = (posterior←anterior, left←right, radiological view:
+row 0 anterior, column 0 patient right); 3D ``(D, H, W)`` with D inferior → superior.
+``meta["affine"]`` maps NIfTI voxels to MNI mm for the *unposed* head grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from audit.data.cohort import Case, Cohort, EmptyMaskWarning
+from audit.data.nifti import write_nifti
+from audit.data.template import TemplateAnatomy, template_anatomy
+
+__all__ = ["CHANNELS", "COUNTERFACTUALS", "LABEL_NAMES", "TISSUE_INTENSITIES",
+           "SyntheticConfig", "TemplateAnatomy", "draw_mechanisms", "make_cohort",
+           "make_splits", "template_anatomy", "to_nifti"]
+
+GENERATOR = "medaudit.synthetic/2"  # 2: the marker lies in the skull (bone) only
+CHANNELS = ("T1", "T1c", "T2", "FLAIR")
+LABEL_NAMES = ("round", "irregular")  # label 0, label 1
+COUNTERFACTUALS = ("t1c_only", "flair_only", "no_marker")
+TISSUE_INTENSITIES: dict[str, tuple[float, float, float, float]] = {
+    "wm": (1.00, 1.00, 0.45, 0.70),
+    "gm": (0.70, 0.72, 0.65, 0.85),
+    "csf": (0.20, 0.20, 1.40, 0.10),
+    "skull": (0.05, 0.05, 0.05, 0.05),
+    "diploe": (0.80, 0.80, 0.60, 0.50),
+    "scalp": (1.30, 1.30, 1.00, 0.90),
+    "necrosis": (0.25, 0.25, 1.25, 0.55),
+    "enhancement": (0.65, 1.70, 0.90, 0.95),
+    "oedema": (0.55, 0.55, 1.15, 1.35),
+    "marker": (1.60, 1.70, 1.60, 1.60),
+}
+_RES = 2                     # template resolution (mm) used by the generator
+_HEAD_CENTRE = (49.0, 58.5, 47.0)  # template voxel at the centre of the field of view
+_FOV_VOX = 110.0             # template voxels across the output field of view
+_BRAIN, _SKULL, _SCALP = 1, 2, 4  # bits of the template label volume
+_NW, _NL = 8, 5              # waves and lobes of a tumour shape
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Configuration of a synthetic cohort (see the module docstring for the mechanisms)."""
+
+    n_cases: int = 600
+    dim: int = 2                    # 2 or 3
+    size: int | None = None         # default 128 (2D) / 64 (3D); output is size×size(×size)
+    p_t1c: float = 1.0
+    p_flair: float = 0.7
+    shape_informative: bool = True
+    q1: float | None = None         # marker probability in class 1; None = no shortcut
+    q0: float | None = None
+    noise: float = 0.03             # Rician noise σ relative to WM intensity on T1 (= 1)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
+        if self.size is not None and (int(self.size) != self.size or self.size < 16):
+            raise ValueError(f"size must be an integer ≥ 16 or None, got {self.size!r}")
+        if int(self.n_cases) != self.n_cases or self.n_cases < 1:
+            raise ValueError(f"n_cases must be a positive integer, got {self.n_cases!r}")
+        for k in ("p_t1c", "p_flair"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"{k} must lie in [0, 1], got {getattr(self, k)!r}")
+        if (self.q1 is None) != (self.q0 is None):
+            raise ValueError(f"q1 and q0 must both be None (no shortcut) or both set, got "
+                             f"q1={self.q1!r}, q0={self.q0!r}")
+        for k in ("q1", "q0"):
+            v = getattr(self, k)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{k} must lie in [0, 1] or be None, got {v!r}")
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be ≥ 0, got {self.noise!r}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial output shape."""
+        s = self.size or (128 if self.dim == 2 else 64)
+        return (s,) * self.dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Stable 12-hex-digit hash of all fields and the generator version."""
+        text = json.dumps({"generator": GENERATOR, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------- template volumes
+@functools.lru_cache(maxsize=1)
+def _volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Base contrasts (4, X, Y, Z) float32, label bits (X, Y, Z) uint8, lesion-centre candidates
+    (voxel indices sorted by depth in the brain, descending) and their depth in mm."""
+    a = template_anatomy(_RES)
+    t = {k: np.asarray(v, np.float32) for k, v in TISSUE_INTENSITIES.items()}
+    col = {k: v[:, None, None, None] for k, v in t.items()}
+    brain_img = a.wm[None] * col["wm"] + a.gm[None] * col["gm"] + a.csf[None] * col["csf"]
+    bone = a.skull & ~a.diploe
+    layers = (bone[None] * t["skull"][:, None, None, None]
+              + a.diploe[None] * t["diploe"][:, None, None, None]
+              + a.scalp[None] * t["scalp"][:, None, None, None])
+    layers = np.stack([ndimage.gaussian_filter(ch, 0.6) for ch in layers])
+    base = np.where(a.brain[None], brain_img, layers + (~a.brain)[None] * brain_img)
+    bits = (a.brain * _BRAIN | a.skull * _SKULL | a.scalp * _SCALP).astype(np.uint8)
+    depth = ndimage.distance_transform_edt(a.brain, sampling=float(_RES))
+    zmin = round((-8 - a.affine[2, 3]) / _RES)   # cerebrum: MNI z ≥ −8 mm
+    zmax = round((52 - a.affine[2, 3]) / _RES)   # …and ≤ 52 mm
+    depth[:, :, :zmin] = 0
+    depth[:, :, zmax + 1:] = 0
+    cand = np.argwhere(depth > 10)
+    d = depth[tuple(cand.T)]
+    order = np.argsort(-d, kind="stable")
+    return base.astype(np.float32), bits, cand[order], d[order]
+
+
+# -------------------------------------------------------------------------- mechanisms
+def _coin(u: float) -> int:
+    return int(u < 0.5)
+
+
+def _mechanism(cfg: SyntheticConfig, y: int, u: np.ndarray, counterfactual: str | None
+               ) -> dict[str, Any]:
+    """Shapes and marker from the case's first uniforms ``u`` (6 values)."""
+    if cfg.shape_informative:
+        s_t1c = y if u[0] < cfg.p_t1c else 1 - y
+        s_flair = y if u[1] < cfg.p_flair else 1 - y
+    else:
+        s_t1c, s_flair = _coin(u[2]), _coin(u[3])
+    # counterfactual sets: exactly one carrier of the label is left (markers removed too)
+    if counterfactual == "flair_only":
+        s_t1c, s_flair = _coin(u[2]), y
+    elif counterfactual == "t1c_only":
+        s_t1c, s_flair = y, _coin(u[3])
+    s_t1t2 = _coin(u[4])
+    q = None if cfg.q1 is None else (cfg.q1 if y == 1 else cfg.q0)
+    marker_drawn = bool(q is not None and u[5] < q)
+    return {"shape_t1c": s_t1c, "shape_flair": s_flair, "shape_t1t2": s_t1t2,
+            "marker_drawn": marker_drawn,
+            "marker": marker_drawn and counterfactual is None}
+
+
+def _case_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]))
+
+
+def _label(index: int) -> int:
+    return index % 2  # balanced classes; ids carry no information beyond that
+
+
+def draw_mechanisms(cfg: SyntheticConfig, *, counterfactual: str | None = None,
+                    n_cases: int | None = None, seed: int | None = None) -> pd.DataFrame:
+    """The label mechanisms alone (no rendering), exactly as :func:`make_cohort` draws them.
+
+    One row per case: index, label, shape_t1c, shape_flair, shape_t1t2 (0 round, 1 irregular),
+    t1c_matches_label, flair_matches_label, marker. Cheap: ~10 µs per case.
+    """
+    _check_cf(counterfactual)
+    n = cfg.n_cases if n_cases is None else int(n_cases)
+    s = cfg.seed if seed is None else int(seed)
+    rows = []
+    for i in range(n):
+        y = _label(i)
+        m = _mechanism(cfg, y, _case_rng(s, i).random(6), counterfactual)
+        rows.append({"index": i, "label": y, "shape_t1c": m["shape_t1c"],
+                     "shape_flair": m["shape_flair"], "shape_t1t2": m["shape_t1t2"],
+                     "t1c_matches_label": m["shape_t1c"] == y,
+                     "flair_matches_label": m["shape_flair"] == y, "marker": m["marker"]})
+    return pd.DataFrame(rows)
+
+
+def _check_cf(counterfactual: str | None) -> None:
+    if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
+        raise ValueError(f"counterfactual must be None or one of {COUNTERFACTUALS}, got "
+                         f"{counterfactual!r}")
+
+
+# ----------------------------------------------------------------------------- shapes
+def _draw_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Shape parameters; the same number of draws whatever the shape turns out to be."""
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    wdir = rng.standard_normal((_NW, 3))
+    ldir = rng.standard_normal((_NL, 3))
+    return {"axes": np.clip(rng.standard_normal(3), -2, 2), "rot": q,
+            "wdir": wdir / np.linalg.norm(wdir, axis=1, keepdims=True),
+            "womega": rng.uniform(2.5, 5.5, _NW), "wphase": rng.uniform(0, 2 * np.pi, _NW),
+            "wamp": rng.uniform(0.5, 1.0, _NW),
+            "ldir": ldir / np.linalg.norm(ldir, axis=1, keepdims=True),
+            "lamp": rng.uniform(0.5, 1.0, _NL)}
+
+
+def _radius(g: dict[str, np.ndarray], irregular: int, u: np.ndarray) -> np.ndarray:
+    """Relative radius r(u) of a shape along unit directions ``u`` (n×3)."""
+    ax = 1.0 + (0.12 if irregular else 0.07) * g["axes"]
+    ell = 1.0 / np.sqrt((((u @ g["rot"]) / ax) ** 2).sum(axis=1))
+    if not irregular:
+        f = (0.015 * g["wamp"] * np.cos((u @ g["wdir"].T) * g["womega"] + g["wphase"])
+             ).sum(axis=1)
+        return ell * (1.0 + f)
+    cos = u @ g["wdir"].T
+    f = (0.12 * g["wamp"] * np.cos(cos * g["womega"] * 1.6 + g["wphase"])).sum(axis=1)
+    lobes = (0.55 * g["lamp"] * np.exp(14.0 * (u @ g["ldir"].T - 1.0))).sum(axis=1)
+    return ell * np.clip(0.85 + f + lobes, 0.45, 2.0)
+
+
+# ----------------------------------------------------------------------------- render
+def _pose(rng: np.random.Generator, dim: int, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Output index p → template voxel ``M @ p + off`` (template x, y[, z]), and its meta."""
+    k = _FOV_VOX / size
+    co = (size - 1) / 2.0
+    scale = rng.uniform(0.92, 1.08)
+    shift = rng.uniform(-0.04, 0.04, dim) * size
+    if dim == 2:
+        th = np.deg2rad(rng.uniform(-10, 10))
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        m0 = np.array([[0.0, -1.0], [-1.0, 0.0]])       # (row, col) → (−y, −x)
+        meta = {"rotation_deg": float(np.rad2deg(th))}
+        ct = np.array(_HEAD_CENTRE[:2])
+    else:
+        angs = np.deg2rad(rng.uniform(-6, 6, 3))
+        rot = np.eye(3)
+        for i, a in enumerate(angs):
+            j, l = [(1, 2), (0, 2), (0, 1)][i]
+            r = np.eye(3)
+            r[j, j] = r[l, l] = np.cos(a)
+            r[j, l], r[l, j] = -np.sin(a), np.sin(a)
+            rot = rot @ r
+        m0 = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # (d,h,w)→(x,y,z)
+        meta = {f"rotation_{n}_deg": float(np.rad2deg(a)) for n, a in zip("dhw", angs)}
+        ct = np.array(_HEAD_CENTRE)
+    mat = k / scale * m0 @ rot
+    off = ct - mat @ np.full(dim, co) - k * m0 @ shift
+    meta.update({"scale": float(scale), **{f"shift_{i}": float(s) for i, s in enumerate(shift)}})
+    return mat, off, meta
+
+
+def _affine(dim: int, size: int, z_slice: float | None) -> np.ndarray:
+    """NIfTI voxel (i, j, k) = (H, W, D) → MNI mm of the unposed output grid (float32-exact)."""
+    a = template_anatomy(_RES).affine
+    k = _FOV_VOX / size
+    co = (size - 1) / 2.0
+    ct = np.array(_HEAD_CENTRE)
+    vox = np.zeros((4, 4))
+    vox[3, 3] = 1
+    # template voxel = ct + k * (x: −(w−co), y: −(h−co), z: d−co)
+    vox[0, 1] = -k
+    vox[1, 0] = -k
+    vox[0, 3] = ct[0] + k * co
+    vox[1, 3] = ct[1] + k * co
+    if dim == 3:
+        vox[2, 2] = k
+        vox[2, 3] = ct[2] - k * co
+    else:
+        vox[2, 2] = 1.0
+        vox[2, 3] = z_slice
+    return (a @ vox).astype(np.float32).astype(float)
+
+
+def _soft(r: np.ndarray, rho: np.ndarray, w: float) -> np.ndarray:
+    return np.clip((r - rho) / w + 0.5, 0.0, 1.0)
+
+
+def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | None
+            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    base, bits, cand, depth = _volumes()
+    dim, shape = cfg.dim, cfg.shape
+    size = shape[0]
+    rng = _case_rng(seed, index)
+    y = _label(index)
+    mech = _mechanism(cfg, y, rng.random(6), counterfactual)
+    geo = {k: _draw_geometry(rng) for k in ("t1c", "flair", "t1t2")}
+    r_core = rng.uniform(12.0, 20.0)                   # mm
+    f_nec = rng.uniform(0.35, 0.65)
+    f_oed = rng.uniform(1.5, 2.1)
+    # centre: a cerebral voxel at least ~the nominal oedema radius deep inside the brain
+    need = min(f_oed * r_core * 0.95, depth[0])
+    n_ok = max(1, int(np.searchsorted(-depth, -need, side="right")))
+    centre = cand[min(int(rng.random() * n_ok), n_ok - 1)].astype(float)
+    mat, off, pose_meta = _pose(rng, dim, size)
+    u_marker, r_marker = rng.random(), rng.uniform(9.0, 14.0)
+    bias = rng.normal(0.0, 0.10, (4, 5 if dim == 2 else 9))
+    gain = rng.uniform(0.9, 1.1, 4)
+    noise = rng.standard_normal((2, 4, *shape), dtype=np.float32)
+
+    # template coordinates of every output voxel
+    grid = np.indices(shape, dtype=np.float64).reshape(dim, -1)
+    tc = mat @ grid + off[:, None]                      # (dim, n) template voxel coordinates
+    if dim == 2:
+        zc = int(centre[2])
+        src, bsrc = base[:, :, :, zc], bits[:, :, zc]
+        tc3 = np.vstack([tc, np.full((1, tc.shape[1]), float(zc))])
+    else:
+        src, bsrc, tc3 = base, bits, tc
+    img = np.stack([ndimage.map_coordinates(src[c], tc, order=1, cval=0.0, prefilter=False)
+                    for c in range(4)]).astype(np.float32)
+    lab = ndimage.map_coordinates(bsrc, tc, order=0, cval=0, prefilter=False)
+    brain = (lab & _BRAIN) > 0
+    skull = (lab & _SKULL) > 0
+    scalp = (lab & _SCALP) > 0
+
+    # tumour, analytically at output resolution (mm around the centre)
+    d = (tc3 - centre[:, None]).T * _RES
+    rho = np.sqrt((d ** 2).sum(axis=1))
+    px = _RES * _FOV_VOX / size / pose_meta["scale"]        # output voxel size (mm)
+    near = np.flatnonzero((rho < r_core * f_oed * 2.3) & brain)
+    u = d[near] / np.maximum(rho[near], 1e-6)[:, None]
+    rn = rho[near]
+    r = {k: r_core * _radius(geo[k], mech[f"shape_{k}"], u) for k in geo}
+    n = rho.size
+    alpha = {}
+    for key, rr, fac in (("core_c", r["t1c"], 1.0), ("nec_c", r["t1c"], f_nec),
+                         ("oed_f", r["flair"], f_oed), ("core_n", r["t1t2"], 1.0),
+                         ("nec_n", r["t1t2"], f_nec), ("oed_n", r["t1t2"], f_oed)):
+        a = np.zeros(n, np.float32)
+        a[near] = _soft(rr * fac, rn, px)
+        alpha[key] = a
+    t = {k: np.asarray(v, np.float32) for k, v in TISSUE_INTENSITIES.items()}
+    routes = {0: ("oed_n", "core_n", "nec_n"), 1: ("oed_n", "core_c", "nec_c"),
+              2: ("oed_n", "core_n", "nec_n"), 3: ("oed_f", "core_n", "nec_n")}
+    for c, (ko, kc, kn) in routes.items():
+        v = img[c]
+        v += alpha[ko] * (t["oedema"][c] - v)
+        v += alpha[kc] * (t["enhancement"][c] - v)
+        v += alpha[kn] * (t["necrosis"][c] - v)
+    core = alpha["core_c"] >= 0.5
+    necrosis = alpha["nec_c"] >= 0.5
+    oedema = (alpha["oed_f"] >= 0.5) & ~core
+
+    # marker: a bright surgical-site defect in the skull, centred on a skull voxel. It stays inside
+    # the `skull` mask so that the planted mechanism is exactly one labelled ROI ("no skull" removes it)
+    sk = np.flatnonzero(skull)
+    mc = tc3[:, sk[min(int(u_marker * sk.size), sk.size - 1)]] if sk.size else tc3[:, 0]
+    dm = np.sqrt((((tc3 - mc[:, None]) * _RES) ** 2).sum(axis=0))
+    marker = (dm < r_marker) & skull
+    if mech["marker"]:
+        am = np.where(marker, _soft(r_marker, dm, px) * 0.5 + 0.5, 0.0).astype(np.float32)
+        img += am * (t["marker"][:, None] - img)
+
+    # bias field, gain and Rician noise
+    g = (grid - (size - 1) / 2.0) / (size / 2.0)
+    terms = [g[i] for i in range(dim)] + [g[i] * g[j] for i in range(dim) for j in range(i, dim)]
+    field = np.exp(bias @ np.stack(terms)).astype(np.float32)
+    img *= field * gain[:, None].astype(np.float32)
+    img = img.reshape(4, *shape)
+    s = np.float32(cfg.noise)
+    img = np.sqrt((img + s * noise[0]) ** 2 + (s * noise[1]) ** 2)
+
+    masks = {"brain": brain, "skull": skull, "gtv": core | oedema, "necrosis": necrosis,
+             "enhancement": core & ~necrosis, "oedema": oedema}
+    if mech["marker"]:
+        masks["marker"] = marker
+    masks = {k: v.reshape(shape) for k, v in masks.items()}
+    cmm = template_anatomy(_RES).affine @ np.r_[centre, 1.0]
+    meta = {"index": index, "seed": seed, "label_name": LABEL_NAMES[y],
+            "shape_t1c": LABEL_NAMES[mech["shape_t1c"]],
+            "shape_flair": LABEL_NAMES[mech["shape_flair"]],
+            "shape_t1t2": LABEL_NAMES[mech["shape_t1t2"]],
+            "t1c_matches_label": mech["shape_t1c"] == y,
+            "flair_matches_label": mech["shape_flair"] == y,
+            "marker": mech["marker"], "counterfactual": counterfactual or "none",
+            "lesion_x_mm": float(cmm[0]), "lesion_y_mm": float(cmm[1]),
+            "lesion_z_mm": float(cmm[2]), "lesion_radius_mm": float(r_core),
+            "necrosis_fraction": float(f_nec), "oedema_factor": float(f_oed),
+            "marker_radius_mm": float(r_marker), **pose_meta,
+            "affine": _affine(dim, size, float(centre[2]) if dim == 2 else None)}
+    if dim == 2:
+        meta["slice_z"] = int(centre[2])
+    return img.astype(np.float32), masks, meta
+
+
+# -------------------------------------------------------------------------------- API
+def _cohort_meta(cfg: SyntheticConfig, counterfactual: str | None, seed: int) -> dict[str, Any]:
+    return {"generator": GENERATOR, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+            "seed": seed, "counterfactual": counterfactual or "none",
+            "channels": list(CHANNELS), "label_names": {"0": "round", "1": "irregular"},
+            "tissue_intensities": {k: list(v) for k, v in TISSUE_INTENSITIES.items()},
+            "contrast_geometry": {"T1": "t1t2", "T1c": "t1c (core, rim); t1t2 (oedema)",
+                                  "T2": "t1t2", "FLAIR": "flair (oedema); t1t2 (core)"},
+            "mechanisms": {"p_t1c": cfg.p_t1c, "p_flair": cfg.p_flair,
+                           "shape_informative": cfg.shape_informative,
+                           "q1": cfg.q1, "q0": cfg.q0}}
+
+
+def _generate(cfg: SyntheticConfig, indices: range, seed: int,
+              counterfactual: str | None) -> Cohort:
+    _check_cf(counterfactual)
+    cases = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)
+        for i in indices:
+            img, masks, meta = _render(cfg, i, seed, counterfactual)
+            cid = f"syn{seed}-{i:05d}"
+            cases.append(Case(cid, img, CHANNELS, _label(i), cid, masks, meta))
+    return Cohort(cases, _cohort_meta(cfg, counterfactual, seed))
+
+
+def make_cohort(cfg: SyntheticConfig, *, counterfactual: str | None = None,
+                n_cases: int | None = None, seed: int | None = None) -> Cohort:
+    """Generate a cohort (deterministic for config + seed); ``n_cases``/``seed`` override cfg.
+
+    Case ``i`` depends only on (seed, i, config, counterfactual), so a counterfactual cohort
+    pairs case by case (same ids) with the normal one.
+    """
+    n = cfg.n_cases if n_cases is None else int(n_cases)
+    return _generate(cfg, range(n), cfg.seed if seed is None else int(seed), counterfactual)
+
+
+def make_splits(cfg: SyntheticConfig, fractions=(0.7, 0.15, 0.15)) -> dict[str, Cohort]:
+    """train/val/test by case index, plus the three counterfactual test sets on the test cases."""
+    fr = np.asarray(fractions, float)
+    if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got "
+                         f"{tuple(fractions)}")
+    n = cfg.n_cases
+    n_tr, n_va = round(fr[0] * n), round(fr[1] * n)
+    n_va = min(n_va, n - n_tr)
+    parts = {"train": range(n_tr), "val": range(n_tr, n_tr + n_va),
+             "test": range(n_tr + n_va, n)}
+    out = {k: _generate(cfg, r, cfg.seed, None) for k, r in parts.items()}
+    for cf in COUNTERFACTUALS:
+        out[f"test_{cf}"] = _generate(cfg, parts["test"], cfg.seed, cf)
+    return out
+
+
+def to_nifti(cohort: Cohort, folder: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a (synthetic) cohort with :func:`audit.nifti.write_nifti`; returns the manifest."""
+    return write_nifti(cohort, folder, overwrite=overwrite)

@@ -1,0 +1,1 @@
+"""Inside the model: linear probes, activation patching, latent ROI geometry."""

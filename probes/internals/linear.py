@@ -1,0 +1,504 @@
+"""Layer-wise linear probes on global-average-pooled activations, with an anti-leakage protocol.
+
+``extract_features(reg, loader, points)`` streams a loader through the model once and keeps,
+per hook point, the global-average-pooled activation ``GAP(a)_c = mean_p a_{c,p}`` over all
+spatial positions ``p`` (an ``(N, C)`` array per point), optionally cached on disk.
+
+``fit_linear_probes(features, labels, groups)`` fits, per point, an L2 logistic regression
+(``sklearn``) on standardised features, following the protocol of Alain & Bengio (2016,
+"Understanding intermediate layers using linear classifier probes") with the controls of
+Hewitt & Liang (2019, "Designing and interpreting probes with control tasks"):
+
+* samples are split **by patient** (``groups``): no patient is in two splits (checked);
+* the ``StandardScaler`` is fit on the training split only;
+* the inverse regularisation ``C`` is chosen on the validation split only;
+* the test split is scored once, with the chosen ``C``;
+* a control task — labels permuted at the patient level *within each split* (seeded) — is
+  fit with the same protocol beside each point, so probes that memorise show up as control
+  AUCs above 0.5 (selectivity = real − control).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from probes.metrics.roc import auc as _auc
+
+__all__ = ["FeatureSet", "ProbeResult", "extract_features", "fit_linear_probes", "gap",
+           "split_by_group"]
+
+SPLITS = ("train", "val", "test")
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
+SplitSpec = Union[Sequence[float], Mapping[Any, str], Sequence[str], np.ndarray]
+
+
+# ------------------------------------------------------------------------------ features
+def gap(act: Tensor) -> Tensor:
+    """Global average pool ``(N, C, *spatial) -> (N, C)``: mean over all spatial positions.
+
+    A ``(N, C)`` activation (e.g. a linear layer) is returned as is.
+    """
+    if act.dim() < 2:
+        raise ValueError(f"an activation must be at least (N, C), got shape {tuple(act.shape)}")
+    return act if act.dim() == 2 else act.flatten(2).mean(-1)
+
+
+@dataclass(frozen=True)
+class FeatureSet(Mapping[str, np.ndarray]):
+    """Pooled features per point (``(N, C)`` float32 arrays) and their row manifest.
+
+    ``case_ids``, ``labels`` (or None) and ``groups`` (patient ids; default the case ids) are
+    aligned with the rows. Behaves as a read-only mapping point → array.
+    """
+
+    features: dict[str, np.ndarray]
+    case_ids: np.ndarray
+    labels: np.ndarray | None
+    groups: np.ndarray
+
+    def __getitem__(self, point: str) -> np.ndarray:
+        if point not in self.features:
+            raise KeyError(f"no features for point {point!r}; points are {list(self.features)}")
+        return self.features[point]
+
+    def __iter__(self):
+        return iter(self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def n(self) -> int:
+        """Number of rows (samples)."""
+        return len(self.case_ids)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The manifest: row, case_id, label, group."""
+        return pd.DataFrame({"row": np.arange(self.n), "case_id": self.case_ids,
+                             "label": self.labels if self.labels is not None else pd.NA,
+                             "group": self.groups})
+
+
+def _unpack(batch: Any, keys: Mapping[str, str], start: int) -> tuple[Tensor, Any, list, list | None]:
+    """(x, labels, case ids, groups) from a dict batch, an (x, y, ...) tuple or a tensor."""
+    if isinstance(batch, Tensor):
+        x, y, ids, grp = batch, None, None, None
+    elif isinstance(batch, Mapping):
+        if keys["image"] not in batch:
+            raise KeyError(f"batch dict has no image key {keys['image']!r}; keys are {list(batch)} "
+                           "(pass image_key=...)")
+        x = batch[keys["image"]]
+        y = batch.get(keys["label"])
+        ids, grp = batch.get(keys["case_id"]), batch.get(keys["group"])
+    elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+        ids, grp = None, None
+    else:
+        raise TypeError(f"a batch must be a tensor, a dict with {keys['image']!r}, or an (x, y) "
+                        f"tuple; got {type(batch).__name__}")
+    if not isinstance(x, Tensor) or x.dim() < 3:
+        raise ValueError(f"batch images must be a tensor (N, C, *spatial); got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    n = x.shape[0]
+    ids = [str(start + i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    if y is not None:
+        y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y).reshape(-1)
+        if y.shape[0] != n:
+            raise ValueError(f"batch has {n} images but {y.shape[0]} labels")
+    grp = None if grp is None else [str(g) for g in grp]
+    return x, y, ids, grp
+
+
+def _safe_name(point: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._#-]", "_", point)
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over parameter and buffer names, shapes and values (cache key of a model)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_cache(folder: Path, points: list[str], fp: str) -> FeatureSet | None:
+    meta_f, man_f = folder / "features.json", folder / "manifest.parquet"
+    if not (meta_f.exists() and man_f.exists()):
+        return None
+    meta = json.loads(meta_f.read_text())
+    if meta.get("model") != fp:
+        raise ValueError(f"feature cache {str(folder)!r} was written for another model (fingerprint "
+                         f"{meta.get('model')} != {fp}); use another cache_dir or delete it")
+    files = meta.get("points", {})
+    if not all(p in files and (folder / files[p]).exists() for p in points):
+        return None
+    man = pd.read_parquet(man_f)
+    feats = {p: np.load(folder / files[p]) for p in points}
+    for p, a in feats.items():
+        if a.shape[0] != len(man):
+            raise ValueError(f"feature cache {str(folder)!r}: {files[p]} has {a.shape[0]} rows but the "
+                             f"manifest has {len(man)}")
+    labels = None if man["label"].isna().all() else man["label"].to_numpy()
+    return FeatureSet(feats, man["case_id"].astype(str).to_numpy(object), labels,
+                      man["group"].astype(str).to_numpy(object))
+
+
+def _write_cache(folder: Path, fs: FeatureSet, fp: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_f = folder / "features.json"
+    meta = json.loads(meta_f.read_text()) if meta_f.exists() else {"points": {}}
+    meta["model"] = fp
+    used = set(meta["points"].values())
+    for p, a in fs.features.items():
+        name = meta["points"].get(p)
+        if name is None:
+            name, k = f"{_safe_name(p)}.npy", 1
+            while name in used:
+                name, k = f"{_safe_name(p)}-{k}.npy", k + 1
+            used.add(name)
+            meta["points"][p] = name
+        np.save(folder / name, a)
+    man = fs.to_frame()[["case_id", "label", "group", "row"]]
+    man["label"] = pd.array(man["label"], dtype="Int64") if fs.labels is not None else pd.NA
+    man.to_parquet(folder / "manifest.parquet", index=False)
+    meta_f.write_text(json.dumps(meta, indent=1))
+
+
+def extract_features(reg, loader: Iterable[Any], points: str | Sequence[str], *,
+                     cache_dir: str | Path | None = None, image_key: str = "image",
+                     label_key: str = "label", id_key: str = "case_id",
+                     group_key: str = "patient_id") -> FeatureSet:
+    """Global-average-pooled activations ``(N, C)`` per point, streamed batch by batch.
+
+    Args:
+        reg: a ``probes.HookRegistry``; the model runs under ``torch.no_grad`` in its current
+            mode (``eval()`` it first) and is left as found.
+        loader: any iterable of batches: dicts (``image``/``label``/``case_id``/``patient_id``
+            keys, e.g. ``audit.data.CohortDataset`` through a DataLoader), ``(x, y)`` tuples
+            or bare tensors ``(N, C, *spatial)``. Missing ids become running row numbers;
+            missing groups default to the case ids.
+        points: hook point name(s), e.g. ``[f"{b}.resid" for b in reg.blocks]``.
+        cache_dir: if given, write one ``.npy`` per point plus ``manifest.parquet`` (case_id,
+            label, group, row) and ``features.json`` (point → file, model fingerprint); a later
+            call with the same model and points loads them without running the model. The
+            cache does not check the loader: use one folder per cohort.
+
+    Returns:
+        FeatureSet with ``float32`` arrays; ``GAP(a)_c = (1/P) Σ_p a_{c,p}``.
+    """
+    points = [points] if isinstance(points, str) else list(points)
+    if not points:
+        raise ValueError("points is empty: name at least one hook point")
+    if len(set(points)) != len(points):
+        raise ValueError(f"points has duplicates: {points}")
+    for p in points:
+        reg.point_info(p)  # unknown names raise KeyError with close matches, before any work
+    folder = Path(cache_dir) if cache_dir is not None else None
+    fp = _fingerprint(reg.model) if folder is not None else ""
+    if folder is not None:
+        cached = _load_cache(folder, points, fp)
+        if cached is not None:
+            return cached
+    keys = {"image": image_key, "label": label_key, "case_id": id_key, "group": group_key}
+    device = next((p.device for p in reg.model.parameters()), torch.device("cpu"))
+    feats: dict[str, list[np.ndarray]] = {p: [] for p in points}
+    ids: list[str] = []
+    labels: list[np.ndarray] = []
+    groups: list[str] = []
+    has_labels = has_groups = None
+    batches = [loader] if isinstance(loader, Tensor) else loader
+    for batch in batches:
+        x, y, bid, grp = _unpack(batch, keys, len(ids))
+        if has_labels is None:
+            has_labels, has_groups = y is not None, grp is not None
+        if (y is not None) != has_labels or (grp is not None) != has_groups:
+            raise ValueError(f"batch starting at row {len(ids)} differs from the first batch in "
+                             "whether it carries labels/groups")
+        _, cache = reg.run_with_cache(x.to(device), points=points)
+        for p in points:
+            feats[p].append(gap(cache[p]).float().cpu().numpy())
+        ids.extend(bid)
+        groups.extend(grp if grp is not None else bid)
+        if y is not None:
+            labels.append(y)
+    if not ids:
+        raise ValueError("loader yielded no batches")
+    fs = FeatureSet({p: np.concatenate(v) for p, v in feats.items()}, np.array(ids, object),
+                    np.concatenate(labels) if has_labels else None, np.array(groups, object))
+    if folder is not None:
+        _write_cache(folder, fs, fp)
+    return fs
+
+
+# -------------------------------------------------------------------------------- splits
+def split_by_group(groups: Sequence[Any], split: SplitSpec = (0.6, 0.2, 0.2), *,
+                   labels: Sequence[Any] | None = None, seed: int = 0) -> np.ndarray:
+    """Per-sample split names ("train"/"val"/"test"), with every group in exactly one split.
+
+    ``split`` is (a) three fractions of *groups* — a seeded shuffle of the patients, stratified
+    by the patient's label when ``labels`` are given and constant within each patient, then
+    cumulative rounding per stratum; (b) a mapping group → split name covering every group; or
+    (c) per-sample split names. A group found in two splits raises ``ValueError``.
+    """
+    g = np.asarray([str(v) for v in groups], object)
+    n = len(g)
+    if isinstance(split, Mapping):
+        keys = {str(k): v for k, v in split.items()}
+        missing = sorted(set(g) - set(keys))
+        if missing:
+            raise ValueError(f"split mapping lacks {len(missing)} group(s), e.g. {missing[:5]}")
+        out = np.array([keys[v] for v in g], object)
+    else:
+        arr = np.asarray(split, dtype=object)
+        if arr.ndim == 1 and arr.shape[0] == 3 and all(isinstance(v, (float, int, np.number))
+                                                       and not isinstance(v, bool) for v in arr):
+            out = _fraction_split(g, np.asarray(arr, float), labels, seed)
+        elif arr.ndim == 1 and arr.shape[0] == n:
+            out = np.array([str(v) for v in arr], object)
+        else:
+            raise ValueError(f"split must be 3 fractions, a group→split mapping or {n} per-sample "
+                             f"split names; got shape {arr.shape}")
+    bad = sorted(set(out) - set(SPLITS))
+    if bad:
+        raise ValueError(f"split names must be {SPLITS}; got {bad[:5]}")
+    frame = pd.DataFrame({"g": g, "s": out})
+    per = frame.groupby("g")["s"].nunique()
+    leak = per[per > 1].index.tolist()
+    if leak:
+        where = frame[frame.g.isin(leak[:3])].groupby("g")["s"].unique().to_dict()
+        raise ValueError(f"{len(leak)} group(s) (patients) appear in more than one split, which "
+                         f"leaks patients between train/val/test: {where}")
+    return out
+
+
+def _fraction_split(g: np.ndarray, fr: np.ndarray, labels, seed: int) -> np.ndarray:
+    if (fr < 0).any() or not np.isclose(fr.sum(), 1.0) or (fr[1:] == 0).any() or fr[0] == 0:
+        raise ValueError(f"split fractions must be three positive numbers summing to 1, got {tuple(fr)}")
+    uniq = np.array(sorted(set(g)), object)
+    strata = {0: uniq}
+    if labels is not None:
+        lab = pd.Series(np.asarray(labels)).groupby(g).agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
+        if lab.notna().all():
+            strata = {k: np.array(sorted(v.index), object) for k, v in lab.groupby(lab)}
+    rng = np.random.default_rng(seed)
+    assign: dict[str, str] = {}
+    for key in sorted(strata, key=str):
+        pats = strata[key][rng.permutation(len(strata[key]))]
+        cuts = np.round(np.cumsum(fr) * len(pats)).astype(int)
+        for i, p in enumerate(pats):
+            assign[p] = SPLITS[int(np.searchsorted(cuts, i, side="right"))]
+    return np.array([assign[v] for v in g], object)
+
+
+# -------------------------------------------------------------------------------- probes
+@dataclass(frozen=True)
+class ProbeResult:
+    """Linear-probe results.
+
+    ``table``: tidy long frame with columns point, task ("real" | "control"), split, metric
+    (auc, accuracy, cross_entropy, n_samples, n_patients), value and C (chosen on val).
+    ``assignment``: row, group, split, label, control_label for every sample.
+    ``val_curve``: point, task, C, val metric per candidate C (the selection trace).
+    """
+
+    table: pd.DataFrame
+    assignment: pd.DataFrame
+    val_curve: pd.DataFrame
+    select: str = "cross_entropy"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy long table (a copy)."""
+        return self.table.copy()
+
+    def wide(self) -> pd.DataFrame:
+        """One row per (point, task): ``<split>_<metric>`` columns plus C, points in order."""
+        t = self.table
+        w = t.pivot_table(index=["point", "task"], columns=["split", "metric"], values="value",
+                          sort=False)
+        w.columns = [f"{s}_{m}" for s, m in w.columns]
+        c = t.groupby(["point", "task"], sort=False)["C"].first()
+        return w.join(c).reset_index()
+
+    def selectivity(self) -> pd.DataFrame:
+        """Per point: test AUC of the real task minus that of the control task."""
+        w = self.wide().set_index(["point", "task"])["test_auc"].unstack("task")
+        order = list(dict.fromkeys(self.table["point"]))
+        return (w["real"] - w["control"]).rename("selectivity").reindex(order).reset_index()
+
+    def summary(self) -> str:
+        """Plain-text table: point, C, test AUC real/control, selectivity, split sizes."""
+        w = self.wide()
+        real, ctrl = w[w.task == "real"].set_index("point"), w[w.task == "control"].set_index("point")
+        a = self.assignment
+        sizes = ", ".join(f"{s}: {int((a.split == s).sum())} samples / {a[a.split == s].group.nunique()} "
+                          f"patients" for s in SPLITS)
+        lines = [f"Linear probes (C chosen on val by {self.select}; {sizes})",
+                 f"{'point':<28}{'C':>10}{'val AUC':>9}{'test AUC':>9}{'control':>9}{'select.':>9}"]
+        for p in real.index:
+            r, c = real.loc[p], ctrl.loc[p] if p in ctrl.index else None
+            cv = c["test_auc"] if c is not None else float("nan")
+            lines.append(f"{p:<28}{r['C']:>10.3g}{r['val_auc']:>9.3f}{r['test_auc']:>9.3f}"
+                         f"{cv:>9.3f}{r['test_auc'] - cv:>9.3f}")
+        return "\n".join(lines + list(self.notes))
+
+
+def _binary_labels(labels: Any, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"labels must be 1-D with one entry per sample ({n}), got shape {y.shape}")
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        raise ValueError(f"labels contain {int(np.isnan(y).sum())} NaN value(s)")
+    vals = set(np.unique(y).tolist())
+    if not vals <= {0, 1}:
+        raise ValueError(f"labels must be binary 0/1 (linear probes are binary); found values "
+                         f"{sorted(vals, key=str)[:6]}")
+    return y.astype(int)
+
+
+def _control_labels(y: np.ndarray, g: np.ndarray, s: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Labels permuted at the patient level within each split (seeded)."""
+    rng = np.random.default_rng(seed + 7919)
+    out = y.copy()
+    notes = []
+    for name in SPLITS:
+        idx = np.flatnonzero(s == name)
+        frame = pd.DataFrame({"g": g[idx], "y": y[idx]})
+        lab = frame.groupby("g", sort=True)["y"]
+        if (lab.nunique() == 1).all():
+            pats = lab.first()
+            perm = dict(zip(pats.index, pats.to_numpy()[rng.permutation(len(pats))]))
+            out[idx] = [perm[v] for v in g[idx]]
+        else:
+            notes.append(f"note: some patients in {name!r} have mixed labels; the control permutes "
+                         "labels across samples there")
+            out[idx] = y[idx][rng.permutation(len(idx))]
+    return out, notes
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC (Mann–Whitney), accuracy at p ≥ 0.5 and mean cross-entropy −[y ln p + (1−y) ln(1−p)]."""
+    pc = np.clip(p, 1e-15, 1 - 1e-15)
+    return {"auc": _auc(y, p), "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
+            "cross_entropy": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean())}
+
+
+def _fit_one(X: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], Cs: Sequence[float],
+             select: str, max_iter: int, seed: int):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X[idx["train"]])  # train rows only
+    Z = {k: scaler.transform(X[v]) for k, v in idx.items()}
+    trace, best, unconverged = [], None, []
+    for C in Cs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(Z["train"], y[idx["train"]])
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            unconverged.append(C)
+        m = _metrics(y[idx["val"]], clf.predict_proba(Z["val"])[:, 1])  # val rows only
+        trace.append({"C": C, **m})
+        key = -m["auc"] if select == "auc" else (m["cross_entropy"] if select == "cross_entropy"
+                                                  else -m["accuracy"])
+        if best is None or key < best[0] - 1e-12:
+            best = (key, C, clf)
+    _, C, clf = best
+    scores = {k: _metrics(y[v], clf.predict_proba(Z[k])[:, 1]) for k, v in idx.items()}  # test once
+    return C, scores, trace, unconverged
+
+
+def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] | None = None,
+                      groups: Sequence[Any] | None = None, *, split: SplitSpec = (0.6, 0.2, 0.2),
+                      Cs: Sequence[float] = DEFAULT_CS, select: str = "cross_entropy",
+                      control: bool = True, seed: int = 0, max_iter: int = 2000) -> ProbeResult:
+    """Fit one L2 logistic-regression probe per point with a patient-grouped train/val/test split.
+
+    Args:
+        features: point → ``(N, C)`` array (a :class:`FeatureSet` also supplies labels/groups).
+        labels: binary 0/1 per sample. groups: patient id per sample (default: one per sample).
+        split: 3 fractions of patients (seeded, stratified by patient label), a mapping
+            group → "train"/"val"/"test", or per-sample split names; see :func:`split_by_group`.
+        Cs: candidate inverse regularisation strengths; the one with the best validation
+            ``select`` metric ("cross_entropy" (lowest), "auc" or "accuracy") is kept, ties to
+            the first (smallest, most regularised) C in the given order.
+        control: also fit the control task (labels permuted per patient within each split).
+
+    Protocol: ``z = (x − μ_train) / σ_train``; ``p = σ(wᵀz + b)`` minimising
+    ``½‖w‖² + C Σ_train CE``; metrics per split: AUC (Mann–Whitney, ties ½), accuracy at
+    ``p ≥ 0.5`` and mean cross-entropy. Returns a :class:`ProbeResult`.
+    """
+    if isinstance(features, FeatureSet):
+        labels = features.labels if labels is None else labels
+        groups = features.groups if groups is None else groups
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError("features must be a non-empty mapping point → (N, C) array")
+    arrays = {str(p): np.asarray(a, dtype=np.float64) for p, a in features.items()}
+    n = next(iter(arrays.values())).shape[0]
+    for p, a in arrays.items():
+        if a.ndim != 2 or a.shape[0] != n:
+            raise ValueError(f"features[{p!r}] must be (N, C) with N = {n}, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"features[{p!r}] contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
+    if labels is None:
+        raise ValueError("labels are required (none given and the features carry none)")
+    y = _binary_labels(labels, n)
+    g = np.asarray([str(v) for v in (groups if groups is not None else range(n))], object)
+    if g.shape != (n,):
+        raise ValueError(f"groups must have one entry per sample ({n}), got shape {g.shape}")
+    if select not in ("cross_entropy", "auc", "accuracy"):
+        raise ValueError(f"select must be 'cross_entropy', 'auc' or 'accuracy', got {select!r}")
+    Cs = [float(c) for c in Cs]
+    if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
+        raise ValueError(f"Cs must be positive finite numbers, got {Cs}")
+    s = split_by_group(g, split, labels=y, seed=seed)
+    idx = {k: np.flatnonzero(s == k) for k in SPLITS}
+    for k, v in idx.items():
+        classes = np.unique(y[v])
+        if len(classes) < 2:
+            raise ValueError(f"split {k!r} has {len(v)} sample(s) of class(es) {classes.tolist()} "
+                             "only; a probe needs both classes in train, val and test (use more "
+                             "patients or other fractions)")
+    tasks = {"real": y}
+    notes: list[str] = []
+    yc = None
+    if control:
+        yc, notes = _control_labels(y, g, s, seed)
+        tasks["control"] = yc
+    rows, curve, unconv = [], [], []
+    from threadpoolctl import threadpool_limits  # small fits: BLAS threads only oversubscribe
+
+    counts = {k: (len(v), len(set(g[v]))) for k, v in idx.items()}
+    with threadpool_limits(limits=1):
+        for p, X in arrays.items():
+            for task, yy in tasks.items():
+                C, scores, trace, bad = _fit_one(X, yy, idx, Cs, select, max_iter, seed)
+                unconv += [f"{p}/{task}/C={c:g}" for c in bad]
+                curve += [{"point": p, "task": task, **t} for t in trace]
+                for k in SPLITS:
+                    vals = {**scores[k], "n_samples": counts[k][0], "n_patients": counts[k][1]}
+                    rows += [{"point": p, "task": task, "split": k, "metric": m, "value": float(v), "C": C}
+                             for m, v in vals.items()]
+    if unconv:
+        warnings.warn(f"logistic regression did not converge in {max_iter} iterations for "
+                      f"{len(unconv)} fit(s), e.g. {unconv[:4]}", stacklevel=2)
+        notes.append(f"note: {len(unconv)} fit(s) did not converge")
+    assignment = pd.DataFrame({"row": np.arange(n), "group": g, "split": s, "label": y,
+                               "control_label": yc if yc is not None else pd.NA})
+    return ProbeResult(pd.DataFrame(rows), assignment, pd.DataFrame(curve), select, tuple(notes))

@@ -1,0 +1,1 @@
+"""What the model needs: anatomical and intensity ablations, contrast Shapley values."""

@@ -1,0 +1,1 @@
+"""Metrics of maps and models: localisation, faithfulness, truthfulness, ROC/DeLong."""
