@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probes.core.model import AuditAdapter, Output, as_audit_model, output_probabilities
+from probes.core.resize import resize_mask
 from probes.hooks.adapters import BlockAdapter, find_adapter
 from probes.hooks.points import ActivationCache, PointSpec, join_point, unknown_point
 
-__all__ = ["HookRegistry", "ActivationCache", "ANCHORS", "PointSpec"]
+__all__ = ["HookRegistry", "ActivationCache", "ANCHORS", "PointSpec", "as_registry"]
 
 ANCHORS = ("resid_pre", "local", "shortcut", "resid_sum", "resid")
 PatchValue = Union[Tensor, Callable[[Tensor], Tensor]]
@@ -297,7 +298,7 @@ class _Session:
                              f"point {spec.name!r}")
         key = (spatial, old.device)
         if key not in self._mask_cache:
-            self._mask_cache[key] = (F.interpolate(m.float(), size=spatial, mode="nearest") > 0.5).to(old.device)
+            self._mask_cache[key] = resize_mask(m, spatial, mode="nearest").to(old.device)
         return torch.where(self._mask_cache[key], new, old)
 
 
@@ -306,16 +307,27 @@ class HookRegistry:
 
     Args:
         model: any ``nn.Module`` (timm, torchvision, MONAI, onnx2torch ``GraphModule``...).
+            Its declared interface (``model.medaudit_interface``: input layout, output kind) is
+            honoured: ``forward(x)`` takes channels-first ``x`` and returns logit-like scores
+            (``probes.core.as_audit_model``), while points keep the model's own module names.
         adapters: extra ``{block class or qualified name: BlockAdapter}`` for this registry
-            only (see ``probes.adapters.register_adapter`` for a global registration).
+            only (see ``probes.hooks.register_adapter`` for a global registration).
+        output: override of the declared output kind (``"logits"``, ``"probabilities"``,
+            ``"log_probabilities"`` or a callable returning probabilities).
 
     Attributes:
+        model: the hooked model (an ``AuditAdapter`` given here is unwrapped).
+        net: what the registry runs: ``model`` itself, or an ``AuditAdapter`` around it.
         points: every point name, in module order (anchors follow their block).
         blocks: names of the residual blocks found.
     """
 
-    def __init__(self, model: nn.Module, adapters: Mapping[type | str, BlockAdapter] | None = None):
-        self.model = model
+    def __init__(self, model: nn.Module, adapters: Mapping[type | str, BlockAdapter] | None = None, *,
+                 output: Output = None):
+        self.net = as_audit_model(model, output)
+        self.model = model.model if isinstance(model, AuditAdapter) else model
+        self.adapters = dict(adapters or {})
+        model = self.model
         extra = {(k if isinstance(k, str) else f"{k.__module__}.{k.__qualname__}"): v
                  for k, v in (adapters or {}).items()}
         self._modules: dict[str, nn.Module] = dict(model.named_modules())
@@ -364,6 +376,18 @@ class HookRegistry:
         else:
             self._add(PointSpec(a("resid_sum"), name, "fwd", "resid_sum", name))
         self._add(PointSpec(a("resid"), name, "fwd", "resid", name))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logit-like scores for channels-first ``x`` (the model's declared interface applied)."""
+        return self.net(x)
+
+    __call__ = forward
+
+    def probabilities(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Class probabilities ``(N, K)`` for channels-first ``x`` (softmax of logits, or as declared)."""
+        if isinstance(self.net, AuditAdapter):
+            return self.net.probabilities(x, dtype)
+        return output_probabilities(self.net(x), "logits", dtype=dtype)
 
     # -- lookup ---------------------------------------------------------------------------
     def _spec(self, name: str) -> PointSpec:
@@ -440,13 +464,13 @@ class HookRegistry:
             if grad:
                 x_in = x.detach().clone().requires_grad_(True)
                 with torch.enable_grad():
-                    out = self.model(x_in)
+                    out = self.net(x_in)
                     scalar = _scalar_target(out, target)
                     torch.autograd.grad(scalar, [x_in], allow_unused=True)
                 out = _detach(out)
             else:
                 with torch.no_grad():
-                    out = self.model(x)
+                    out = self.net(x)
         finally:
             session.remove()
         return out, self._collect(session, grad)
@@ -554,3 +578,13 @@ def _warn_training(model: nn.Module) -> None:
         warnings.warn("model is in training mode: dropout is active and BatchNorm running statistics "
                       "will update during this forward; call model.eval() to audit the deployed model",
                       stacklevel=3)
+
+
+def as_registry(model: "nn.Module | HookRegistry", output: Output = None) -> HookRegistry:
+    """``model`` as a :class:`HookRegistry`: a registry is reused (rebuilt only to apply an
+    ``output`` override), a module gets a new one. Every hook-based instrument starts here."""
+    if isinstance(model, HookRegistry):
+        return model if output is None else HookRegistry(model.model, model.adapters, output=output)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or a HookRegistry, got {type(model).__name__}")
+    return HookRegistry(model, output=output)

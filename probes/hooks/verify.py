@@ -68,7 +68,7 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
 
     anchors = [p for b in reg.blocks for p in reg.anchors(b)]
     with torch.no_grad():
-        plain = model(x)
+        plain = reg.forward(x)
     out, cache = reg.run_with_cache(x, points=anchors, grad=grad, target=lambda o: o.sum())
     add("transparent", "*", _err(out, plain.detach()))
     for b in reg.blocks:
@@ -82,7 +82,7 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
         add("act", b, _err(resid, _apply_act(reg, b, rsum)))
         with reg.patch({n: cache[n] for n in names}):
             with torch.no_grad():
-                patched = model(x)
+                patched = reg.forward(x)
         add("identity_patch", b, _err(patched, plain))
         if grad:
             g = cache.grads
@@ -92,7 +92,7 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
     _, full = reg.run_with_cache(x, points=None)
     with reg.patch(dict(full.items())):
         with torch.no_grad():
-            patched = model(x)
+            patched = reg.forward(x)
     add("identity_patch", "*", _err(patched, plain))
     diff = snapshot.diff(model)
     add("model_unchanged", "*", 0.0 if not diff else math.inf)
