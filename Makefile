@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean docs-img
+.PHONY: install demo test deps bench clean docs-img
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every package imported by probes/ and audit/ is declared in pyproject.toml (also a test:
+# tests/test_dependencies.py).
+deps: $(STAMP)
+	$(PY) -m deptry probes audit
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_hooks.py

@@ -1,9 +1,14 @@
-"""The ``audit`` command line: ``audit demo | verify | readers`` (run and report come with later issues)."""
+"""The ``audit`` command line: ``audit demo | verify | readers``.
+
+* ``audit demo [--out reports/demo]`` — synthetic cohort, trained CNN, hook check, reader study.
+* ``audit verify MODEL`` — the hook registry's self-check on a checkpoint (with ``--arch``) or
+  on a model folder with a ``model_card.json`` (``audit verify reports/demo``).
+* ``audit readers READS.csv`` — every reader-study statistic on one table of reads.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -33,10 +38,13 @@ def demo(
 
 @app.command()
 def verify(
-    model_path: Optional[Path] = typer.Argument(None, help="checkpoint (.pt/.pth/.ckpt/.safetensors/.onnx)"),
-    arch: Optional[str] = typer.Option(None, help="timm name or monai:<Class>"),
-    in_chans: Optional[int] = typer.Option(None), num_classes: Optional[int] = typer.Option(None),
-    shape: str = typer.Option("64,64", help="spatial input shape, e.g. 64,64 or 32,32,32"),
+    model_path: Path | None = typer.Argument(
+        None, help="checkpoint (.pt/.pth/.ckpt/.safetensors/.onnx), or a model folder with model_card.json "
+                   "(written by the trainers and by `audit demo`)"),
+    arch: str | None = typer.Option(None, help="timm name or monai:<Class> (not with a model folder)"),
+    in_chans: int | None = typer.Option(None), num_classes: int | None = typer.Option(None),
+    shape: str | None = typer.Option(None, help="spatial input shape, e.g. 64,64 or 32,32,32 "
+                                        "(default: the model card's input shape, else 64,64)"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
                                           help="allow arbitrary unpickling (only for files you trust)"),
     atol: float = typer.Option(1e-5),
@@ -45,15 +53,25 @@ def verify(
     import torch
 
     from audit.models import load_model
+    from audit.training import load_trained
     from probes import HookRegistry
 
+    card: dict = {}
     try:
-        model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
-                           trust_checkpoint=trust_checkpoint)
+        if model_path is not None and model_path.is_dir():
+            if arch is not None or in_chans is not None or num_classes is not None:
+                raise ValueError(f"{model_path} is a model folder: its model_card.json names the architecture; "
+                                 "drop --arch/--in-chans/--num-classes")
+            model, card = load_trained(model_path)
+        else:
+            model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
+                               trust_checkpoint=trust_checkpoint)
     except (ValueError, FileNotFoundError) as err:  # bad file/arch: a message, not a traceback
         console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from err
-    c = in_chans or _first_conv_in_channels(model)
+    c = in_chans or card.get("in_chans") or _first_conv_in_channels(model)
+    if shape is None:
+        shape = ",".join(str(s) for s in card["input_shape"][1:]) if "input_shape" in card else "64,64"
     spatial = tuple(int(s) for s in shape.split(","))
     x = torch.randn(2, c, *spatial, generator=torch.Generator().manual_seed(0))
     reg = HookRegistry(model)
@@ -72,7 +90,7 @@ def verify(
 
 @app.command()
 def readers(
-    reads_csv: Optional[Path] = typer.Argument(None, help="one row per read (CSV); omit with --example"),
+    reads_csv: Path | None = typer.Argument(None, help="one row per read (CSV); omit with --example"),
     out: Path = typer.Option(Path("reports/readers"), help="output folder for the tables (CSV)"),
     example: bool = typer.Option(False, "--example", help="write and analyse the package's simulated "
                                  "3-phase, 4-reader example study (444 reads)"),

@@ -1,13 +1,19 @@
-"""`audit demo`: synthetic cohort with a planted shortcut → CPU-trained CNN → every instrument.
+"""`audit demo`: synthetic cohort with a planted shortcut → CPU-trained CNN → the audit.
 
 Steps (each timed, each with a progress bar when it takes more than a second):
 1. build the synthetic cohort splits (``audit.synthetic.make_splits``) — shortcut planted;
 2. train the demo classifier, or reuse the cached checkpoint with the same config hash
-   (cache: ``$MEDAUDIT_CACHE`` or ``~/.cache/medaudit``);
-3. run the instruments that exist so far and write their tables to ``out``:
-   ``metrics.csv`` (per split, incl. counterfactual sets), ``hooks_verify.csv``,
-   ``cohort_manifest.csv``, ``model_card.json``, ``synthetic_panel.png``, ``timings.csv``.
-Tables are written as each step finishes, so an interrupted demo keeps what it computed.
+   (cache: ``$MEDAUDIT_CACHE`` or ``~/.cache/medaudit``), and copy it with its card to ``out``;
+3. check the hook registry on the model, predict every split, and analyse the package's
+   simulated reader study.
+Written to ``out``: ``metrics.csv`` (per split, incl. counterfactual sets),
+``predictions.csv``, ``hooks_verify.csv``, ``cohort_manifest.csv``, ``synthetic_panel.png``,
+``model.safetensors`` with ``model_card.json``, ``readers/`` (reader-study tables and
+``summary.txt``) and ``timings.csv``. Tables are written as each step finishes, so an
+interrupted demo keeps what it computed.
+
+``out`` is a model folder: ``audit.training.load_trained(out)`` loads the demo model (its
+architecture and arguments come from the card), and ``audit verify out`` checks its hooks.
 """
 
 from __future__ import annotations
@@ -15,17 +21,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from audit.training import TrainConfig, cache_key, train_or_load
+from audit.training import CARD, TrainConfig, cache_key, train_or_load
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -67,12 +73,12 @@ def _step(progress: Progress, label: str, timings: list[dict], total: float | No
 
 def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
              console: Console | None = None) -> dict[str, Path]:
-    """Run the demo end to end; returns the written files by name."""
-    from probes import HookRegistry
-
+    """Run the demo end to end; returns the written files by name (``out`` becomes a model folder:
+    ``audit.training.load_trained(out)`` loads the demo model)."""
     from audit.figures import cohort_panel
     from audit.synthetic import SyntheticConfig, make_splits
     from audit.training import predict_proba
+    from probes import HookRegistry
 
     console = console or Console()
     out = Path(out)
@@ -94,13 +100,14 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
         folder = _cache_root() / "models" / key
         with _step(progress, f"train {cfg.train.arch} ({cfg.train.epochs} epochs, CPU)", timings, 1.0) as adv:
             result = train_or_load(splits, cfg.train, folder, progress=adv)
-        shutil.copy(folder / "model_card.json", out / "model_card.json")
-        files["model_card"] = out / "model_card.json"
+        for name, filename in (("model_card", CARD), ("checkpoint", result.card["checkpoint"])):
+            files[name] = Path(shutil.copy(folder / filename, out / filename))
         metrics = pd.DataFrame([{"split": k, **v} for k, v in result.card["metrics"].items()])
         files["metrics"] = _write_csv(metrics, out / "metrics.csv")
 
         with _step(progress, "hook registry self-check (verify)", timings):
-            x = torch.stack([torch.tensor(c.image) for c in list(splits["test"])[:4]])  # copies: Case arrays are read-only
+            # copies: Case arrays are read-only
+            x = torch.stack([torch.tensor(c.image) for c in list(splits["test"])[:4]])
             verify = HookRegistry(result.model).verify(x)
         files["hooks_verify"] = _write_csv(verify, out / "hooks_verify.csv")
 

@@ -11,8 +11,15 @@ Safety: ``.pt/.pth/.ckpt`` files are pickles, and unpickling can run arbitrary c
 are read with ``torch.load(weights_only=True)``; anything beyond tensors and plain containers
 raises :class:`UnsafeCheckpointError` unless ``trust_checkpoint=True`` (CLI:
 ``--trust-checkpoint``). ``.safetensors`` and ``.onnx`` hold no code and need no trust.
-Returned models carry a :class:`ModelInterface` (input layout, output kind);
-:func:`as_audit_model` makes any of them take channels-first input and return logits.
+
+Returned models carry a :class:`ModelInterface` (input layout, output kind, score) as
+``model.medaudit_interface``, which every instrument honours. ``ModelInterface``,
+``AuditAdapter``, ``as_audit_model`` and ``model_interface`` are re-exported from
+:mod:`probes.core.model`, where they are defined.
+
+A folder written by the trainers or by ``audit demo`` (``model.safetensors`` beside a
+``model_card.json`` naming the architecture and its arguments) loads in one line with
+``audit.training.load_trained(folder)``.
 """
 
 from __future__ import annotations
@@ -21,18 +28,34 @@ import difflib
 import inspect
 import pickle
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from probes.core.model import (AuditAdapter, InputLayout, ModelInterface, OutputKind, Score, as_audit_model,
-                               model_interface)
+from probes.core.model import (
+    AuditAdapter,
+    InputLayout,
+    ModelInterface,
+    OutputKind,
+    Score,
+    as_audit_model,
+    model_interface,
+)
 
-__all__ = ["AuditAdapter", "CheckpointMismatchError", "ModelInterface", "SUPPORTED_EXTENSIONS",
-           "UnsafeCheckpointError", "as_audit_model", "load_model", "model_interface",
-           "save_state_dict"]
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "AuditAdapter",
+    "CheckpointMismatchError",
+    "ModelInterface",
+    "UnsafeCheckpointError",
+    "as_audit_model",
+    "load_model",
+    "model_interface",
+    "save_state_dict",
+]
 
 TORCH_EXTENSIONS = (".pt", ".pth", ".ckpt")
 SUPPORTED_EXTENSIONS = TORCH_EXTENSIONS + (".safetensors", ".onnx")
@@ -44,8 +67,9 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 # ("model.") and torch.compile ("_orig_mod.").
 _STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
 _SHOW = 5  # how many keys an error message lists before "... and N more"
+_MODEL_CARD = "model_card.json"  # written beside the checkpoint by audit.training
 
-Arch = Union[str, nn.Module, Callable[[], nn.Module], None]
+Arch = str | nn.Module | Callable[[], nn.Module] | None
 
 
 class UnsafeCheckpointError(ValueError):
@@ -241,9 +265,9 @@ def _load_strict(model: nn.Module, candidates: list[dict[str, Tensor]], notes: l
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and v.shape != own[k].shape]
     if missing or unexpected or mismatched:
-        lines = [f"state dict from {path} does not fit {type(model).__name__}: "
-                 f"{len(mismatched)} shape mismatch(es), {len(missing)} missing key(s), "
-                 f"{len(unexpected)} unexpected key(s)"]
+        lines = [(f"state dict from {path} does not fit {type(model).__name__}: "
+                  f"{len(mismatched)} shape mismatch(es), {len(missing)} missing key(s), "
+                  f"{len(unexpected)} unexpected key(s)")]
         for label, items in (
                 ("shape mismatches", [f"{k!r}: checkpoint {c} vs model {m}"
                                       for k, c, m in mismatched]),
@@ -255,6 +279,9 @@ def _load_strict(model: nn.Module, candidates: list[dict[str, Tensor]], notes: l
             first, bare = next(iter(candidates[0])), next(iter(state))
             lines.append(f"  (checkpoint keys compared after stripping {first[:-len(bare)]!r})")
         lines += [f"  note: {n}; pass it explicitly if that is wrong" for n in notes]
+        if (path.parent / _MODEL_CARD).exists():
+            lines.append(f"  note: {path.parent / _MODEL_CARD} describes this checkpoint; load the folder with "
+                         f"audit.training.load_trained({str(path.parent)!r}) to use its arch and arch_kwargs")
         raise CheckpointMismatchError("\n".join(lines), missing, unexpected, mismatched)
     model.load_state_dict(state, strict=True)
 
@@ -346,7 +373,7 @@ def _build_timm(name: str, num_classes: int | None, in_chans: int | None,
 
 
 def _monai_factory(name: str) -> Callable[..., nn.Module] | None:
-    import monai.networks.nets as nets
+    from monai.networks import nets
     obj = getattr(nets, name, None) if not name.startswith("_") else None
     is_net = inspect.isclass(obj) and issubclass(obj, nn.Module)
     # factory functions (resnet10) qualify when their return annotation names a network
@@ -355,7 +382,7 @@ def _monai_factory(name: str) -> Callable[..., nn.Module] | None:
 
 def _resolve_monai_return(fn: Callable) -> type | None:
     """The network class a MONAI factory function (``resnet10``) builds, from its annotation."""
-    import monai.networks.nets as nets
+    from monai.networks import nets
     ann = inspect.signature(fn).return_annotation
     cls = getattr(nets, ann, None) if isinstance(ann, str) else ann
     return cls if inspect.isclass(cls) and issubclass(cls, nn.Module) else None
@@ -400,7 +427,7 @@ def _route(kwargs: dict[str, Any], params: set[str], aliases: tuple[str, ...],
 def _build_monai(arch: str, num_classes: int | None, in_chans: int | None,
                  kwargs: dict[str, Any], state: dict[str, Tensor] | None
                  ) -> tuple[nn.Module, list[str]]:
-    import monai.networks.nets as nets
+    from monai.networks import nets
     name = arch.split(":", 1)[1]
     factory = _monai_factory(name)
     if factory is None:

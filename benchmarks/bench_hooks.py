@@ -1,6 +1,6 @@
 """Cost of capturing every block's residual stream: run_with_cache(.resid) vs a plain forward.
 
-Goal (issue 3): ratio <= 1.15 on timm resnet50. Both arms run under torch.no_grad, interleaved
+Goal: ratio <= 1.15 on timm resnet50. Both arms run under torch.no_grad, interleaved
 (A, B, A, B, ...) after warm-up so machine noise hits both alike; the ratio of medians and the
 median of per-pair ratios are printed.
 

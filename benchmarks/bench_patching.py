@@ -1,6 +1,6 @@
 """Batched activation patching vs a one-forward-per-(pair, block) loop.
 
-Goal (issue 6): ratio >= 3x. timm resnet18 (random init, 4 channels, 2 classes), 32 pairs of
+Goal: ratio >= 3x. timm resnet18 (random init, 4 channels, 2 classes), 32 pairs of
 4×64² inputs, every block's ``.local`` (8 points), direction source -> target, full patching.
 
 - batched: ``probes.patching.activation_patching`` — one capture forward over all inputs, then

@@ -1,6 +1,6 @@
 """Patient bootstrap of per-phase AUC: vectorised cluster_bootstrap vs a loop of sklearn's roc_auc_score.
 
-Goal (issue 8): ratio ≥ 20×. Both arms bootstrap the reader-averaged empirical AUC per phase
+Goal: ratio ≥ 20×. Both arms bootstrap the reader-averaged empirical AUC per phase
 over the same (resamples × patients) index matrix:
 - ``cluster_bootstrap(reads, "auc", n, seed)`` (the whole public call, input validation included);
 - the peer loop: for each resample, gather every read of each drawn patient (precomputed row

@@ -21,7 +21,7 @@ case pass ``template_t1="brain"`` (the skull-stripped T1) instead. Template arra
 NIfTI voxel order ``(x, y, z)`` with their affine, as ``template_anatomy`` returns them.
 
 Axes: medaudit spatial axes are ``(D, H, W)``; ``case.meta["affine"]`` (4×4, nibabel, RAS)
-maps NIfTI voxel ``(i, j, k) = (H, W, D)`` to world mm (see ``audit.nifti``). Images are handed
+maps NIfTI voxel ``(i, j, k) = (H, W, D)`` to world mm (see ``audit.data.cohort``). Images are handed
 to ANTs in NIfTI order with the affine turned into ITK's LPS origin/spacing/direction, so
 the physical space is the scanner's. Without an affine the case gets axis-aligned RAS axes
 with ``spacing`` mm voxels (scalar or per ``(D, H, W)`` axis; default 1 mm); registration
@@ -30,7 +30,7 @@ as for nibabel's identity affine, ``H`` runs along x (right), ``W`` along y (ant
 ``D`` along z (superior). A case stored in another orientation needs its affine.
 
 QC: the warped masks cannot be checked against truth on real data, so each case gets the
-Dice between the warped head (brain ∪ skull ∪ scalp) or brain mask and an intensity
+Dice (``probes.core.stats.dice``) between the warped head (brain ∪ skull ∪ scalp) or brain mask and an intensity
 foreground mask of the channel (Otsu threshold, largest connected component, holes filled;
 Otsu 1979, IEEE Trans SMC 9:62-66) — whichever of the two the foreground matches better
 (the brain when the dark skull separates it from the scalp, else the whole head). A Dice below
@@ -54,13 +54,13 @@ from scipy import ndimage as ndi
 
 from audit.data.cohort import Case, Cohort
 from audit.data.template import template_anatomy
+from probes.core.stats import dice
 
 __all__ = [
     "AtlasResult",
     "add_atlas_rois",
     "atlas_rois",
     "default_template",
-    "dice",
     "intensity_mask",
     "qc_figure",
 ]
@@ -203,15 +203,6 @@ def _to_ants(arr: np.ndarray, affine: np.ndarray, *, dhw: bool = True) -> Any:
 
 
 # ------------------------------------------------------------------------------- QC masks
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Sørensen–Dice overlap 2|A∩B|/(|A|+|B|) of two boolean masks (1.0 when both empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"dice: mask shapes differ: {a.shape} vs {b.shape}")
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
-
-
 def _otsu(x: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold (maximum between-class variance) of the values in ``x``."""
     hist, edges = np.histogram(x, bins=bins)
@@ -349,8 +340,8 @@ def _com_mm(img: Any) -> np.ndarray:
 
 def _qc(brain: np.ndarray | None, head: np.ndarray, fg: np.ndarray, thr: float
         ) -> dict[str, Any]:
-    d_brain = dice(brain, fg) if brain is not None else float("nan")
-    d_head = dice(head, fg)
+    d_brain = float(dice(brain[None], fg[None])[0]) if brain is not None else float("nan")
+    d_head = float(dice(head[None], fg[None])[0])
     use_head = not d_brain >= d_head  # NaN-safe
     best = d_head if use_head else d_brain
     low = not best >= thr
@@ -446,7 +437,8 @@ def qc_figure(case: Case, result: AtlasResult, path: str | Path | None = None,
     Outlines: warped ``brain`` (red), ``skull`` (yellow), other warped ROIs (cyan) and the
     intensity QC mask (dashed green). Slices go through the warped brain's centre of mass
     unless ``slices`` gives ``(d, h, w)`` indices; panels are named (axial/coronal/sagittal)
-    from the case affine (see the module docstring; ``spacing`` as in :func:`atlas_rois`). The title holds the QC Dice and flag.
+    from the case affine (see the module docstring; ``spacing`` as in :func:`atlas_rois`). The
+    title holds the QC Dice and flag.
     Saved to ``path`` when given; returns the matplotlib Figure (close it when done).
     """
     import matplotlib

@@ -72,7 +72,9 @@ class Case:
 
     def __post_init__(self) -> None:
         # Frozen dataclass: validated copies replace the inputs once, here, and never again.
-        put = lambda k, v: object.__setattr__(self, k, v)
+        def put(k: str, v: Any) -> None:
+            object.__setattr__(self, k, v)
+
         cid = self.case_id
         if not isinstance(cid, str) or not cid:
             raise TypeError(f"case_id must be a non-empty str, got {cid!r} ({type(cid).__name__})")
@@ -335,7 +337,11 @@ class Cohort:
 
     def as_dataset(self, mask_names: Sequence[str] | None = None,
                    transform: Transform | None = None) -> CohortDataset:
-        """A torch Dataset view of the current cases; see :class:`CohortDataset`."""
+        """A torch Dataset view of the current cases; see :class:`CohortDataset`.
+
+        Every mask name any case carries is an item key (or those in ``mask_names``); a case
+        without one of them gets an empty mask of its spatial shape, so batches always collate.
+        """
         return CohortDataset(self, mask_names, transform)
 
 
@@ -344,29 +350,32 @@ class CohortDataset(Dataset):
     """Items ``{"image": float32 C×spatial, "label": int64 scalar (-1 if None), "case_id": str,
     "patient_id": str, "masks": {name: bool tensor}}``, fresh writable tensors on every call.
 
-    ``mask_names=None`` takes every mask when all cases carry the same mask set and raises
-    otherwise (default collate needs identical keys); pass names every case has, or ``()``.
-    ``transform`` maps an item dict to an item dict (MONAI dictionary transforms fit). Cases
-    of different spatial shapes batch only with ``batch_size=1``; :func:`collate` says so with
-    the offending case ids instead of torch's bare stack error.
+    ``mask_names=None`` takes every mask name any case carries (in order of first appearance);
+    a list takes those names, ``()`` none. **A mask missing on a case is an empty mask**
+    (all False, of that case's spatial shape), so every item has the same mask keys and batches
+    with the default collate: right for masks whose absence means "not present", such as the
+    synthetic cohort's ``marker``; check coverage first where absence means "not annotated"
+    (``mask_coverage`` counts the cases that carry each name). A name that no case carries is an
+    error (``KeyError`` with close matches). ``transform`` maps an item dict to an item dict
+    (MONAI dictionary transforms fit). Cases of different spatial shapes batch only with
+    ``batch_size=1``; :func:`collate` says so with the offending case ids instead of torch's
+    bare stack error.
     """
 
     def __init__(self, cohort: Cohort, mask_names: Sequence[str] | None = None,
                  transform: Transform | None = None) -> None:
         self._cases = list(cohort)  # a snapshot: appending to the cohort must not shift indices
+        carried = list(dict.fromkeys(m for c in self._cases for m in c.masks))
         if mask_names is None:
-            sets = {tuple(sorted(c.masks)): c.case_id for c in self._cases}
-            if len(sets) > 1:
-                detail = ", ".join(f"{cid!r}: {names}" for names, cid in sets.items())
-                raise ValueError(f"cases carry different mask sets ({detail}); pass mask_names "
-                                 "naming masks every case has, or mask_names=() for none")
-            mask_names = tuple(self._cases[0].masks) if self._cases else ()
+            mask_names = carried
+        elif isinstance(mask_names, str):
+            raise TypeError(f"mask_names must be a sequence of names, got the string {mask_names!r}")
         self.mask_names: tuple[str, ...] = tuple(mask_names)
-        for c in self._cases:
-            missing = [m for m in self.mask_names if m not in c.masks]
-            if missing:
-                raise KeyError(f"case {c.case_id!r} has no mask(s) {missing}; it has "
-                               f"{tuple(c.masks)}")
+        unknown = [m for m in self.mask_names if m not in carried]
+        if unknown and self._cases:
+            hints = "".join(close_hint(m, carried) for m in unknown)
+            raise KeyError(f"no case carries mask(s) {unknown}; the cases carry {tuple(carried)}{hints}")
+        self.mask_coverage: dict[str, int] = {m: sum(m in c.masks for c in self._cases) for m in self.mask_names}
         self.transform = transform
 
     def __len__(self) -> int:
@@ -374,10 +383,11 @@ class CohortDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         c = self._cases[i]
+        masks = {m: torch.tensor(c.masks[m]) if m in c.masks else torch.zeros(c.spatial_shape, dtype=torch.bool)
+                 for m in self.mask_names}
         item = {"image": c.to_tensor(),
                 "label": torch.tensor(-1 if c.label is None else c.label, dtype=torch.long),
-                "case_id": c.case_id, "patient_id": c.patient_id,
-                "masks": {m: torch.tensor(c.masks[m]) for m in self.mask_names}}
+                "case_id": c.case_id, "patient_id": c.patient_id, "masks": masks}
         return self.transform(item) if self.transform is not None else item
 
 

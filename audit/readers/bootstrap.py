@@ -1,12 +1,13 @@
 """Clustered (patient) bootstrap of reader-study statistics per phase and their differences.
 
-Resampling unit: the patient (case). A resample draws P patients with replacement (an (n, P)
-index matrix from ``numpy.random.default_rng(seed).integers(0, P, (n, P))`` — the same draws as
+Resampling unit: the patient (case). A resample draws P patients with replacement (an
+(n_boot, P) index matrix from :func:`probes.core.stats.bootstrap_indices`,
+``numpy.random.default_rng(seed).integers(0, P, (n_boot, P))`` — the same draws as
 ``scipy.stats.bootstrap`` with that generator) and keeps *all* reads of each drawn patient, so
 the correlation between the reads of one patient (readers, phases) is preserved. Readers are
 not resampled: **a patient bootstrap treats readers as fixed** — its CIs generalise to new
 patients read by these readers, not to new readers (for that use an MRMC analysis,
-:func:`audit.mrmc.mrmc_or`).
+:func:`audit.readers.mrmc.mrmc_or`).
 
 Vectorised: a resample is a vector w of patient multiplicities, so every statistic is a ratio
 of w-weighted sums (exact in float64: the sums are of integers):
@@ -21,7 +22,7 @@ Differences (phase b − phase a, for every pair a before b) are taken within ea
 
 A resample with a single truth class (for a reader or a phase) leaves sensitivity,
 specificity or AUC undefined: it is counted, excluded (NaN) and reported (``n_excluded``, and a
-:class:`OneClassResampleWarning`). CIs: ``"percentile"`` (α/2 and 1 − α/2 quantiles of the valid
+:class:`OneClassResampleWarning`). CIs (``interval=``): ``"percentile"`` (α/2 and 1 − α/2 quantiles of the valid
 replicates, linear interpolation as ``numpy.percentile``) or ``"bca"`` (bias-corrected and
 accelerated, Efron & Tibshirani 1993 §14.3 / eq. 14.15 with the acceleration from a
 leave-one-patient-out jackknife — the formulas of ``scipy.stats.bootstrap(method="BCa")``).
@@ -33,22 +34,29 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from audit.readers.reads import ReadColumns, ReadsError, validate_reads
+from audit.readers.reads import ReadColumns, ReadsError, check_columns, validate_reads
+from audit.readers.result import Layout, ReaderResult
+from probes.core.result import Summary, render_summary
+from probes.core.stats import bootstrap_indices
+from probes.core.validate import check_alpha, check_choice, check_int
 
-__all__ = ["STATISTICS", "NOTE", "OneClassResampleWarning", "BootstrapResult", "PatientData",
-           "prepare_patients", "resample_indices", "patient_weights", "weighted_statistics",
-           "bca_interval", "percentile_interval", "cluster_bootstrap"]
+__all__ = ["STATISTICS", "INTERVALS", "NOTE", "OneClassResampleWarning", "BootstrapResult", "PatientData",
+           "prepare_patients", "patient_weights", "weighted_statistics", "bca_interval", "percentile_interval",
+           "cluster_bootstrap"]
 
 STATISTICS = ("accuracy", "sensitivity", "specificity", "auc")
+INTERVALS = ("percentile", "bca")
 NOTE = ("patient bootstrap: readers treated as fixed (only patients are resampled); "
         "for conclusions about new readers use an MRMC analysis (Obuchowski–Rockette)")
 _NEEDS = {"accuracy": "decision", "sensitivity": "decision", "specificity": "decision", "auc": "score"}
+# ratio statistic → (numerator, denominator) per-patient counts of PatientData.counts
+_RATIOS = {"accuracy": ("correct", "reads"), "sensitivity": ("tp", "pos"), "specificity": ("tn", "neg")}
 
 
 class OneClassResampleWarning(UserWarning):
@@ -110,22 +118,17 @@ def prepare_patients(reads: pd.DataFrame, *, auc: Literal["reader_mean", "pooled
     return PatientData(tuple(patients), phases, readers, counts, tuple(units), auc)
 
 
-def resample_indices(n_patients: int, n: int, seed: int | np.random.Generator | None = 0) -> np.ndarray:
-    """(n, n_patients) patient indices drawn with replacement: ``default_rng(seed).integers(0, P, (n, P))``."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"n (number of resamples) must be an integer ≥ 1, got {n!r}")
-    if n_patients < 1:
-        raise ValueError(f"n_patients must be ≥ 1, got {n_patients}")
-    return np.random.default_rng(seed).integers(0, n_patients, (int(n), n_patients))
+def patient_weights(indices: np.ndarray, n_patients: int, name: str = "indices") -> np.ndarray:
+    """Multiplicity matrix (n_boot, P): w[b, c] = number of times patient c is drawn in resample b.
 
-
-def patient_weights(indices: np.ndarray, n_patients: int) -> np.ndarray:
-    """Multiplicity matrix (n, P): w[b, c] = number of times patient c is drawn in resample b."""
+    ``indices`` (n_boot, P) integer patient indices in [0, P) (e.g. :func:`probes.core.stats.bootstrap_indices`).
+    """
     idx = np.asarray(indices)
-    if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"indices must be an integer array (n, P), got shape {idx.shape} dtype {idx.dtype}")
+    if idx.ndim != 2 or idx.shape[1] != n_patients or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array (n_boot, {n_patients}) of case indices, got "
+                         f"shape {idx.shape} dtype {idx.dtype}")
     if idx.size and (idx.min() < 0 or idx.max() >= n_patients):
-        raise ValueError(f"indices must lie in [0, {n_patients - 1}], got [{idx.min()}, {idx.max()}]")
+        raise ValueError(f"{name} must lie in [0, {n_patients - 1}], got range [{idx.min()}, {idx.max()}]")
     b = idx.shape[0]
     flat = (np.arange(b)[:, None] * n_patients + idx).ravel()
     return np.bincount(flat, minlength=b * n_patients).reshape(b, n_patients).astype(float)
@@ -155,25 +158,26 @@ def weighted_statistics(data: PatientData, weights: np.ndarray, statistics: Sequ
     (no positive or no negative reads for a reader/phase under those weights).
     """
     w = np.asarray(weights, dtype=float)
-    c = data.counts
     out = {}
     for s in statistics:
-        if s == "accuracy":
-            out[s] = _ratio(w @ c["correct"], w @ c["reads"])
-        elif s == "sensitivity":
-            out[s] = _ratio(w @ c["tp"], w @ c["pos"])
-        elif s == "specificity":
-            out[s] = _ratio(w @ c["tn"], w @ c["neg"])
+        if s in _RATIOS:
+            num, den = _RATIOS[s]
+            out[s] = _ratio(w @ data.counts[num], w @ data.counts[den])
         elif s == "auc":
-            t = len(data.phases)
-            tot, n_units = np.zeros((w.shape[0], t)), np.zeros(t)
-            for unit in data.units:
-                tot[:, unit[0]] += _weighted_auc(w, unit)  # NaN propagates: strict reader mean
-                n_units[unit[0]] += 1
-            out[s] = _ratio(tot, np.broadcast_to(n_units, tot.shape))
+            out[s] = _mean_auc(data, w)
         else:
             raise ValueError(f"unknown statistic {s!r}; choose from {list(STATISTICS)}")
     return out
+
+
+def _mean_auc(data: PatientData, w: np.ndarray) -> np.ndarray:
+    """(m, T) mean over the AUC units of each phase (NaN propagates: a strict reader mean)."""
+    t = len(data.phases)
+    tot, n_units = np.zeros((w.shape[0], t)), np.zeros(t)
+    for unit in data.units:
+        tot[:, unit[0]] += _weighted_auc(w, unit)
+        n_units[unit[0]] += 1
+    return _ratio(tot, np.broadcast_to(n_units, tot.shape))
 
 
 def _columns(data: PatientData, per_phase: dict[str, np.ndarray], statistics: Sequence[str],
@@ -246,67 +250,67 @@ def bca_interval(replicates: np.ndarray, estimate: float, jackknife: np.ndarray,
     return out[0], out[1], float(z0), a
 
 
-@dataclass(frozen=True)
-class BootstrapResult:
+@dataclass(frozen=True, eq=False)
+class BootstrapResult(ReaderResult):
     """Patient-bootstrap estimates, SEs and CIs per statistic × phase and phase difference.
 
-    ``table``: statistic, phase (a phase, or "b − a" for a difference), kind ("phase" /
+    ``table`` (native): statistic, phase (a phase, or "b − a" for a difference), kind ("phase" /
     "difference"), baseline, estimate, se, ci_low, ci_high, n_valid, n_excluded (one-class
-    resamples), method, note. ``replicates`` (n, K) in the row order of ``table``;
-    ``indices`` (n, P) the patient draws (columns = ``patients``). ``note``: readers are fixed.
+    resamples), interval, note. ``to_frame()``: statistic, phase, kind, baseline, metric
+    (estimate, se, ci_low, ci_high, n_valid, n_excluded), value. ``replicates`` (n_boot, K) in
+    the row order of ``table``; ``indices`` (n_boot, P) the patient draws (columns = ``patients``).
+    ``note``: readers are fixed.
     """
 
     table: pd.DataFrame
     replicates: np.ndarray = field(repr=False)
     indices: np.ndarray = field(repr=False)
     patients: tuple = field(repr=False)
-    n_resamples: int = 0
-    method: str = "percentile"
+    n_boot: int = 0
+    interval: str = "percentile"
     alpha: float = 0.05
     seed: int | None = 0
     auc_mode: str = "reader_mean"
     note: str = NOTE
 
-    def to_frame(self) -> pd.DataFrame:
-        """The tidy result table (with the ``note`` column)."""
-        return self.table.copy()
+    title: ClassVar[str] = "Clustered (patient) bootstrap"
+    layouts: ClassVar[Mapping[str, Layout]] = {
+        "table": Layout(("statistic", "phase", "kind", "baseline"), drop=("interval", "note"))}
 
-    def summary(self) -> str:
-        """Plain-text table with the CI method, the resample count and the fixed-reader note."""
-        lvl = int(round(100 * (1 - self.alpha)))
-        lines = [f"Clustered bootstrap by patient: {self.n_resamples} resamples of {len(self.patients)} patients, "
-                 f"{self.method} {lvl}% CIs, seed {self.seed}; AUC = "
-                 + ("mean of per-reader empirical AUCs" if self.auc_mode == "reader_mean"
-                    else "empirical AUC of pooled reads"),
-                 f"NOTE: {self.note}.", ""]
-        for r in self.table.itertuples(index=False):
-            ex = f"  ({r.n_excluded} one-class resamples excluded)" if r.n_excluded else ""
-            lines.append(f"  {r.statistic:<12} {r.phase:<28} {r.estimate:8.4f}  SE {r.se:.4f}  "
-                         f"[{r.ci_low:.4f}, {r.ci_high:.4f}]{ex}")
-        return "\n".join(lines)
+    def summary(self) -> Summary:
+        """The estimates with SE and CI, the CI method, the resample count and the fixed-reader note."""
+        lvl = f"{100 * (1 - self.alpha):g}"
+        notes = [f"{self.n_boot} resamples of {len(self.patients)} patients, {self.interval} {lvl}% CIs, seed "
+                 f"{self.seed}; AUC = " + ("mean of per-reader empirical AUCs" if self.auc_mode == "reader_mean"
+                                           else "empirical AUC of pooled reads"),
+                 f"NOTE: {self.note}."]
+        n_ex = int(self.table["n_excluded"].max()) if len(self.table) else 0
+        if n_ex:
+            notes.append(f"n_excluded: one-class resamples excluded (up to {n_ex} of {self.n_boot}); "
+                         "the CI uses the n_valid others")
+        cols = ["statistic", "phase", "estimate", "se", "ci_low", "ci_high", "n_excluded"]
+        return render_summary(self.title, self.table[cols], notes)
 
 
-def cluster_bootstrap(reads: pd.DataFrame, statistic: str | Sequence[str] | None = None, n: int = 1000,
-                      seed: int | None = 0, method: Literal["percentile", "bca"] = "percentile", *,
-                      alpha: float = 0.05, columns: ReadColumns = ReadColumns(),
+def cluster_bootstrap(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
+                      statistic: str | Sequence[str] | None = None, n_boot: int = 1000, seed: int | None = 0,
+                      interval: Literal["percentile", "bca"] = "percentile", alpha: float = 0.05,
                       auc: Literal["reader_mean", "pooled"] = "reader_mean", differences: bool = True,
                       paired: bool = True) -> BootstrapResult:
     """Bootstrap CIs of accuracy, sensitivity, specificity and/or AUC per phase, resampling patients.
 
     ``statistic``: one or several of :data:`STATISTICS` (default: every one the columns allow —
-    accuracy/sensitivity/specificity need ``decision``, AUC needs ``score``). ``n`` resamples
-    drawn by ``numpy.random.default_rng(seed)``; ``method`` "percentile" or "bca"; ``auc``
-    "reader_mean" (mean of per-reader AUCs, the MRMC convention) or "pooled". See the module
-    docstring for the formulas. Readers are treated as fixed (``BootstrapResult.note``).
+    accuracy/sensitivity/specificity need ``decision``, AUC needs ``score``). ``n_boot``
+    resamples drawn by :func:`probes.core.stats.bootstrap_indices` with ``seed``; ``interval``
+    "percentile" or "bca" at level 1 − ``alpha``; ``auc`` "reader_mean" (mean of per-reader
+    AUCs, the MRMC convention) or "pooled". See the module docstring for the formulas. Readers
+    are treated as fixed (``BootstrapResult.note``).
     """
-    if method not in ("percentile", "bca"):
-        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
-    if auc not in ("reader_mean", "pooled"):
-        raise ValueError(f"auc must be 'reader_mean' or 'pooled', got {auc!r}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    if int(n) != n or n < 2:
-        raise ValueError(f"n (number of resamples) must be an integer ≥ 2, got {n!r}")
+    check_columns(columns)
+    check_choice(interval, "interval", INTERVALS)
+    check_choice(auc, "auc", ("reader_mean", "pooled"))
+    check_alpha(alpha)
+    check_int(n_boot, "n_boot", 2)
     user = {"decision": columns.decision, "score": columns.score}
     if statistic is None:
         stats_ = [s for s in STATISTICS if user[_NEEDS[s]] in reads.columns]
@@ -332,32 +336,32 @@ def cluster_bootstrap(reads: pd.DataFrame, statistic: str | Sequence[str] | None
     p = len(data.patients)
 
     estimate = _evaluate(data, np.ones((1, p)), stats_, differences)[0]
-    idx = resample_indices(p, n, seed)
+    idx = bootstrap_indices(p, n_boot, seed)
     reps = _evaluate(data, patient_weights(idx, p), stats_, differences)
-    jack = _evaluate(data, 1.0 - np.eye(p), stats_, differences) if method == "bca" else None
+    jack = _evaluate(data, 1.0 - np.eye(p), stats_, differences) if interval == "bca" else None
 
     rows = []
     for k in range(reps.shape[1]):
         col = reps[:, k]
         ok = np.isfinite(col)
         se = float(np.std(col[ok], ddof=1)) if ok.sum() > 1 else np.nan
-        if method == "percentile":
+        if interval == "percentile":
             lo, hi = percentile_interval(col, alpha)
         else:
             lo, hi, _, _ = bca_interval(col, estimate[k], jack[:, k], alpha)
         rows.append({"estimate": float(estimate[k]), "se": se, "ci_low": lo, "ci_high": hi,
                      "n_valid": int(ok.sum()), "n_excluded": int((~ok).sum())})
     table = pd.concat([labels, pd.DataFrame(rows)], axis=1)
-    table["method"] = method
+    table["interval"] = interval
     table["note"] = NOTE
     excl = table[table["n_excluded"] > 0]
     if len(excl):
         worst = excl.loc[excl["n_excluded"].idxmax()]
-        warnings.warn(f"{int(worst['n_excluded'])} of {n} resamples had a single truth class for "
+        warnings.warn(f"{int(worst['n_excluded'])} of {n_boot} resamples had a single truth class for "
                       f"{worst['statistic']} ({worst['phase']}) and were excluded; n_valid is reported per row",
                       OneClassResampleWarning, stacklevel=2)
-    if method == "bca" and table["ci_low"].isna().any():
+    if interval == "bca" and table["ci_low"].isna().any():
         bad = table.loc[table["ci_low"].isna(), ["statistic", "phase"]].head(3).to_dict("records")
         warnings.warn(f"BCa interval undefined for {bad} (estimate outside every replicate or an undefined "
-                      "jackknife value); use method='percentile'", RuntimeWarning, stacklevel=2)
-    return BootstrapResult(table, reps, idx, data.patients, int(n), method, float(alpha), seed, auc, NOTE)
+                      "jackknife value); use interval='percentile'", RuntimeWarning, stacklevel=2)
+    return BootstrapResult(table, reps, idx, data.patients, int(n_boot), interval, float(alpha), seed, auc, NOTE)

@@ -24,20 +24,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from audit.readers.mrmc import MRMCResult, _check_alpha, _diff_rows, _ratio, _wald_t, jackknife_aucs, prepare_mrmc
+from audit.readers.mrmc import jackknife_aucs, prepare_mrmc
+from audit.readers.mrmc_result import MRMCResult, error_ratio, mrmc_tables, pairwise_differences, wald_t
 from audit.readers.reads import ReadColumns
+from probes.core.validate import check_alpha
 
 __all__ = ["pseudovalues", "anova_trc", "mrmc_dbm"]
 
 
-def pseudovalues(truth: np.ndarray, scores: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def pseudovalues(labels: np.ndarray, scores: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """AUCs (…,) and jackknife pseudovalues (…, c) of scores (…, c).
 
     Y_k = c·θ − (c−1)·θ_(k); with ``normalize`` each row is shifted so its mean is θ.
     """
     s = np.asarray(scores, float)
     c = s.shape[-1]
-    a, loo = jackknife_aucs(truth, s)
+    a, loo = jackknife_aucs(labels, s)
     y = c * a[..., None] - (c - 1) * np.moveaxis(loo, 0, -1)
     if normalize:
         y = y + (a - y.mean(axis=-1))[..., None]
@@ -93,13 +95,13 @@ def mrmc_dbm(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
              alpha: float = 0.05, normalize: bool = True) -> MRMCResult:
     """DBM pseudovalue ANOVA of empirical AUCs with Hillis (2007) ddf; same tables as ``mrmc_or``.
 
-    ``reads`` as for :func:`audit.mrmc.mrmc_or` (fully crossed reader × case × test ratings).
+    ``reads`` as for :func:`audit.readers.mrmc.mrmc_or` (fully crossed reader × case × test ratings).
     Returns the T×R×C ANOVA (``anova``), per-test R×C and per-reader T×C ANOVAs (``anova_by``),
     DBM variance components and their OR equivalents, and the three analyses (RRRC, FRRC, RRFC)
     with global F tests, pairwise differences, single-test CIs and per-reader differences.
     Formulas in the module docstring.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     data = prepare_mrmc(reads, columns)
     t, r, c = data.scores.shape
     tests, readers = data.tests, data.readers
@@ -130,12 +132,12 @@ def mrmc_dbm(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     df_tc, df_tr = (t - 1) * (c - 1), (t - 1) * (r - 1)
     glob = []
     for an, den, d2 in (("RRRC", den1, ddf), ("FRRC", ms["TC"], df_tc), ("RRFC", ms["TR"], df_tr)):
-        f = _ratio(ms["T"], den, f"{an} F")
+        f = error_ratio(ms["T"], den, f"{an} F")
         glob.append({"analysis": an, "statistic": "F", "value": f, "df1": t - 1, "df2": d2,
                      "p": float(stats.f.sf(f, t - 1, d2)), "error_ms": den})
-    diffs = (_diff_rows("RRRC", means, tests, 2 * den1 / (r * c), ddf, alpha)
-             + _diff_rows("FRRC", means, tests, 2 * ms["TC"] / (r * c), df_tc, alpha)
-             + _diff_rows("RRFC", means, tests, 2 * ms["TR"] / (r * c), df_tr, alpha))
+    diffs = (pairwise_differences("RRRC", means, tests, 2 * den1 / (r * c), ddf, alpha)
+             + pairwise_differences("FRRC", means, tests, 2 * ms["TC"] / (r * c), df_tc, alpha)
+             + pairwise_differences("RRFC", means, tests, 2 * ms["TR"] / (r * c), df_tr, alpha))
 
     by, single = [], []
     for i, name in enumerate(tests):
@@ -148,7 +150,7 @@ def mrmc_dbm(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
         base = {"test": name, "auc": float(means[i]), "ms_R": m_i["R"], "ms_C": m_i["C"], "ms_RC": m_i["RC"]}
         for an, var, df in (("RRRC", num / (r * c), df1), ("FRRC", m_i["C"] / (r * c), c - 1),
                             ("RRFC", m_i["R"] / (r * c), r - 1)):
-            w = _wald_t(float(means[i]), float(np.sqrt(max(var, 0.0))), df, alpha)
+            w = wald_t(float(means[i]), float(np.sqrt(max(var, 0.0))), df, alpha)
             single.append({"analysis": an, **base, **{k: w[k] for k in ("se", "df", "ci_low", "ci_high")}})
 
     per_reader = []
@@ -160,16 +162,9 @@ def mrmc_dbm(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
         for a, b in combinations(range(t), 2):
             diff = float(aucs[a, j] - aucs[b, j])
             per_reader.append({"reader": name, "test_a": tests[a], "test_b": tests[b], "diff": diff,
-                               **_wald_t(diff, float(np.sqrt(2 * ms_tc_j / c)), df_tc, alpha),
+                               **wald_t(diff, float(np.sqrt(2 * ms_tc_j / c)), df_tc, alpha),
                                "ms_TC": ms_tc_j})
 
-    return MRMCResult(
-        method="DBM", covariance="jackknife", alpha=alpha, n_pos=int(data.truth.sum()),
-        n_neg=int((~data.truth).sum()), tests=tests, readers=readers,
-        aucs=pd.DataFrame([{"test": tests[i], "reader": readers[j], "auc": float(aucs[i, j])}
-                           for i in range(t) for j in range(r)]),
-        test_means=pd.DataFrame({"test": list(tests), "auc": means}),
-        anova=anova, anova_by=pd.DataFrame(by), components=components,
-        global_tests=pd.DataFrame(glob), differences=pd.DataFrame(diffs),
-        single_test=pd.DataFrame(single), single_reader=pd.DataFrame(per_reader),
-    )
+    return mrmc_tables("DBM", "jackknife", alpha, data.truth, tests, readers, aucs, anova=anova,
+                       anova_by=by, components=components, global_tests=glob, differences=diffs,
+                       single_test=single, single_reader=per_reader)

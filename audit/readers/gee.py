@@ -24,7 +24,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from audit.readers.reads import ReadColumns, ReadsError, validate_reads
+from audit.readers.result import Layout, ReaderResult
+from probes.core.result import Result, Summary, long_frame, render_summary
+from probes.core.validate import check_alpha, check_choice, check_int
 
 __all__ = ["GEEConvergenceError", "GEEConvergenceWarning", "GEEFit", "GEEAssistance", "fit_gee",
            "gee_assistance"]
@@ -49,8 +52,8 @@ class GEEConvergenceWarning(UserWarning):
     """A non-converged GEE fit was returned because ``on_nonconvergence="flag"`` was asked for."""
 
 
-@dataclass(frozen=True)
-class GEEFit:
+@dataclass(frozen=True, eq=False)
+class GEEFit(Result):
     """A checked GEE fit: coefficients, their covariance (per ``cov_type``) and convergence.
 
     ``score_norm`` is ‖U(β̂; α̂)‖₂ at the returned estimates (converged needs < ``ctol``); ``dep_param``
@@ -71,10 +74,13 @@ class GEEFit:
     n_obs: int
     n_groups: int
     messages: tuple[str, ...] = ()
-    result: Any = field(default=None, repr=False, compare=False)
+    result: Any = field(default=None, repr=False)
 
-    def to_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """One row per coefficient: term, coef, se, z, p, ci_low, ci_high (Wald, z-based)."""
+    title: ClassVar[str] = "GEE fit (binomial, logit)"
+
+    def coefficients(self, alpha: float = 0.05) -> pd.DataFrame:
+        """One row per coefficient: term, coef, se, z, p, ci_low, ci_high (Wald, z-based, level 1 − alpha)."""
+        check_alpha(alpha)
         z = self.params / self.bse
         q = stats.norm.ppf(1 - alpha / 2)
         return pd.DataFrame({"term": self.params.index, "coef": self.params.values, "se": self.bse.values,
@@ -82,10 +88,18 @@ class GEEFit:
                              "ci_low": (self.params - q * self.bse).values,
                              "ci_high": (self.params + q * self.bse).values})
 
+    def to_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        """:meth:`coefficients` long: term, metric (coef, se, z, p, ci_low, ci_high), value."""
+        return long_frame(self.coefficients(alpha), ["term"])
 
-def _check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    def _summary_tables(self) -> pd.DataFrame:
+        return self.coefficients()
+
+    def _notes(self) -> tuple[str, ...]:
+        return (f"working correlation {self.correlation} (rho = {self.dep_param:.3f}), covariance {self.cov_type}; "
+                f"{self.n_obs} observations in {self.n_groups} clusters",
+                ("converged" if self.converged else "NOT CONVERGED — estimates unreliable")
+                + f" ({self.n_iter} iterations, score norm {self.score_norm:.2g}, ctol {self.ctol:g})")
 
 
 def _final_score_norm(model: Any, fallback: float) -> float:
@@ -114,11 +128,10 @@ def fit_gee(endog: ArrayLike, exog: ArrayLike | pd.DataFrame, groups: ArrayLike,
     final working correlation, with finite coefficients and SEs; otherwise :class:`GEEConvergenceError` or, with
     ``on_nonconvergence="flag"``, a :class:`GEEConvergenceWarning` and ``converged=False``.
     """
-    _check_choice(correlation, "correlation", ("exchangeable", "independence"))
-    _check_choice(cov_type, "cov_type", ("robust", "naive", "bias_reduced"))
-    _check_choice(on_nonconvergence, "on_nonconvergence", ("raise", "flag"))
-    if int(maxiter) != maxiter or maxiter < 1:
-        raise ValueError(f"maxiter must be an integer ≥ 1, got {maxiter!r}")
+    check_choice(correlation, "correlation", ("exchangeable", "independence"))
+    check_choice(cov_type, "cov_type", ("robust", "naive", "bias_reduced"))
+    check_choice(on_nonconvergence, "on_nonconvergence", ("raise", "flag"))
+    check_int(maxiter, "maxiter", 1)
     x = exog if isinstance(exog, pd.DataFrame) else pd.DataFrame(
         np.asarray(exog, dtype=float), columns=[f"x{k}" for k in range(np.shape(exog)[1])]
         if np.ndim(exog) == 2 else None)
@@ -168,13 +181,14 @@ def fit_gee(endog: ArrayLike, exog: ArrayLike | pd.DataFrame, groups: ArrayLike,
     return out
 
 
-@dataclass(frozen=True)
-class GEEAssistance:
+@dataclass(frozen=True, eq=False)
+class GEEAssistance(ReaderResult):
     """Odds ratios of a correct read between phases (population-averaged GEE).
 
-    ``contrasts``: one row per pair of phases (phase vs baseline, later vs earlier): contrast,
-    phase, baseline, log_or, se, z, p, odds_ratio, ci_low, ci_high (CI of the OR), converged.
-    ``accuracy``: observed phase, n_reads, n_correct, accuracy. ``wald_*``: joint Wald χ² test of
+    Native tables: ``contrasts``, one row per pair of phases (phase vs baseline, later vs
+    earlier): contrast, phase, baseline, log_or, se, z, p, odds_ratio, ci_low, ci_high (CI of
+    the OR), converged; ``accuracy``: observed phase, n_reads, n_correct, accuracy.
+    ``to_frame()``: contrast, phase, baseline, metric, value. ``wald_*``: joint Wald χ² test of
     no phase effect (all β_p = 0). ``fit``: the checked :class:`GEEFit` (every coefficient).
     """
 
@@ -192,26 +206,22 @@ class GEEAssistance:
     n_cases: int
     n_readers: int
 
+    title: ClassVar[str] = "GEE odds ratios of a correct read"
+    layouts: ClassVar[Mapping[str, Layout]] = {
+        "contrasts": Layout(("contrast", "phase", "baseline"), drop=("converged",)),
+        "accuracy": Layout(("phase",))}
+
     @property
     def converged(self) -> bool:
         """Whether the GEE iterations converged."""
         return self.fit.converged
 
-    def to_frame(self) -> pd.DataFrame:
-        """The contrasts table with the model settings as columns (tidy, one row per contrast)."""
-        out = self.contrasts.copy()
-        out["correlation"] = self.correlation
-        out["cov_type"] = self.cov_type
-        out["reader_effect"] = self.reader_effect
-        out["n_cases"] = self.n_cases
-        return out
-
-    def summary(self) -> str:
-        """Plain-text report: model, convergence, per-phase accuracy, ORs with CIs and p."""
-        lvl = int(round(100 * (1 - self.alpha)))
+    def summary(self) -> Summary:
+        """Model, convergence, per-phase accuracy, ORs with CIs and p, the joint Wald test."""
+        lvl = f"{100 * (1 - self.alpha):g}"
         f = self.fit
         terms = "phase + reader" if self.reader_effect else "phase"
-        lines = [f"GEE (binomial, logit) of correct read ~ {terms}; clusters = cases (patients)",
+        notes = [f"GEE (binomial, logit) of correct read ~ {terms}; clusters = cases (patients)",
                  f"working correlation: {self.correlation}"
                  + (f" (rho = {f.dep_param:.3f})" if self.correlation == "exchangeable" else "")
                  + f"; covariance: {self.cov_type}",
@@ -219,19 +229,13 @@ class GEEAssistance:
                  + ("converged" if f.converged else "NOT CONVERGED — estimates unreliable")
                  + f" ({f.n_iter} iterations, score norm {f.score_norm:.2g})"]
         if self.cov_type == "robust" and self.n_cases < 50:
-            lines.append(f"note: only {self.n_cases} clusters; consider cov_type='bias_reduced' (Mancl–DeRouen)")
-        lines.append("")
-        for r in self.accuracy.itertuples(index=False):
-            lines.append(f"  accuracy {str(r.phase):<20} {r.n_correct:>5}/{r.n_reads:<5} = {r.accuracy:.3f}")
-        lines.append("")
-        lines.append(f"  {'contrast':<34} {'OR':>7} {lvl}% CI{'':<10} {'z':>7} {'p':>8}")
-        for r in self.contrasts.itertuples(index=False):
-            lines.append(f"  {r.contrast:<34} {r.odds_ratio:7.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-                         f"{'':<3} {r.z:7.3f} {r.p:8.4g}")
-        lines.append(f"joint Wald test of no phase effect: chi2 = {self.wald_chi2:.3f} on {self.wald_df} df, "
-                     f"p = {self.wald_p:.4g}")
-        lines.append("ORs are population-averaged over cases and conditional on reader (readers fixed).")
-        return "\n".join(lines)
+            notes.append(f"only {self.n_cases} clusters; consider cov_type='bias_reduced' (Mancl–DeRouen)")
+        notes += [f"joint Wald test of no phase effect: chi2 = {self.wald_chi2:.3f} on {self.wald_df} df, "
+                  f"p = {self.wald_p:.4g}",
+                  "ORs are population-averaged over cases and conditional on reader (readers fixed)."]
+        ors = self.contrasts[["contrast", "odds_ratio", "ci_low", "ci_high", "z", "p"]].rename(
+            columns={"odds_ratio": "OR", "ci_low": f"OR {lvl}% CI low", "ci_high": f"OR {lvl}% CI high"})
+        return render_summary(self.title, {"accuracy per phase": self.accuracy, "odds ratios": ors}, notes)
 
 
 def _design(r: pd.DataFrame, reader_effect: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -271,17 +275,16 @@ def gee_assistance(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
                    on_nonconvergence: Literal["raise", "flag"] = "raise") -> GEEAssistance:
     """Binomial GEE of read correctness on phase (and reader), clustered by case; ORs per phase pair.
 
-    ``reads`` one row per read (schema: :func:`audit.reads.validate_reads`; column names via
+    ``reads`` one row per read (schema: :func:`audit.readers.reads.validate_reads`; column names via
     ``columns``). Correctness is ``decision == truth`` unless ``correct`` names a 0/1 column.
     ``reference``: the baseline phase (default the first phase). Odds ratios are given for every
     pair of phases (later vs earlier, baseline first), with Wald CIs exp(Lβ̂ ± z·SE) and
     two-sided z-test p-values, plus a joint Wald χ² test of no phase effect. See the module
     docstring for the model, the working correlations and ``cov_type``. Raises
-    :class:`audit.reads.ReadsError` for bad input (named) and :class:`GEEConvergenceError` for a
+    :class:`audit.readers.reads.ReadsError` for bad input (named) and :class:`GEEConvergenceError` for a
     non-converged fit unless ``on_nonconvergence="flag"``.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    check_alpha(alpha)
     need = ("reader", "case", "truth", "phase") + (() if correct is not None else ("decision",))
     r = validate_reads(reads, columns, need=need, paired=paired)
     if correct is not None:

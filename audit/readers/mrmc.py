@@ -8,7 +8,7 @@ that are correlated because all AUCs use the same cases; their covariance is sum
     Cov2 (different readers, same test), Cov3 (different readers and tests),
 each estimated from a case-level covariance matrix of the AUCs: ``"jackknife"`` (leave one
 case out; (c−1)/c·Σ(θ_(k)−θ̄)(θ_(k)−θ̄)ᵀ, the OR-DBM MRMC program's default), ``"delong"``
-(DeLong et al. 1988, :func:`probes.roc.delong_cov`) or ``"unbiased"`` (the U-statistic
+(DeLong et al. 1988, :func:`probes.metrics.roc.delong_cov`) or ``"unbiased"`` (the U-statistic
 unbiased estimator, Gallas 2006 / Bandos et al.; see :func:`unbiased_cov`).
 
 With MS(T), MS(R), MS(T*R) the mean squares of the t×r table of AUCs:
@@ -24,13 +24,13 @@ Variance components: σ²_TR = MS(T*R) − Var(ε) + Cov1 + Cov2 − Cov3,
 
 References: Obuchowski & Rockette (1995) Commun Stat Simul Comput 24:285; Hillis et al. (2005)
 Stat Med 24:1579; Hillis (2007) Stat Med 26:596; Hillis, Berbaum & Metz (2008) Acad Radiol
-15:647; Gallas (2006) Acad Radiol 13:353. Output mirrors the Iowa OR-DBM MRMC 2.51 program.
-The DBM pseudovalue ANOVA lives in :mod:`audit.mrmc_dbm`.
+15:647; Gallas (2006) Acad Radiol 13:353. Output mirrors the Iowa OR-DBM MRMC 2.51 program
+(:class:`audit.readers.mrmc_result.MRMCResult`). The DBM pseudovalue ANOVA is
+:mod:`audit.readers.dbm`.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
@@ -39,10 +39,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from audit.readers.mrmc_result import MRMCResult, error_ratio, mrmc_tables, pairwise_differences, wald_t
 from audit.readers.reads import ReadColumns, ReadsError, validate_reads
+from probes.core.validate import check_alpha, check_choice
 from probes.metrics.roc import delong_cov, delong_placements
 
-__all__ = ["MRMCData", "MRMCResult", "prepare_mrmc", "jackknife_aucs", "auc_covariance",
+__all__ = ["MRMCData", "prepare_mrmc", "jackknife_aucs", "jackknife_cov", "ESTIMATORS", "auc_covariance",
            "unbiased_cov", "mrmc_or", "anova_tr"]
 
 Covariance = Literal["jackknife", "delong", "unbiased"]
@@ -62,7 +64,7 @@ class MRMCData:
 def prepare_mrmc(reads: pd.DataFrame, columns: ReadColumns = ReadColumns()) -> MRMCData:
     """Validate tidy reads (one row per reader × case × test) and reshape to a (t, r, c) array.
 
-    Uses :func:`audit.reads.validate_reads` (reader, case, truth, phase, score needed; paired)
+    Uses :func:`audit.readers.reads.validate_reads` (reader, case, truth, phase, score needed; paired)
     and then checks the fully crossed design: every reader read every case under every test.
     """
     d = validate_reads(reads, columns, need=("reader", "case", "truth", "phase", "score"), paired=True)
@@ -100,7 +102,7 @@ def _py(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def jackknife_aucs(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def jackknife_aucs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical AUCs (…,) and leave-one-case-out AUCs (c, …) of scores (…, c), in closed form.
 
     With m positives and n negatives, dropping positive i gives (m·A − V10_i)/(m − 1) and
@@ -108,17 +110,17 @@ def jackknife_aucs(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     """
     s = np.asarray(scores, float)
     lead = s.shape[:-1]
-    v10, v01 = delong_placements(truth, s.reshape(-1, s.shape[-1]))
+    v10, v01 = delong_placements(labels, s.reshape(-1, s.shape[-1]))
     m, n = v10.shape[1], v01.shape[1]
     a = v10.mean(axis=1)
-    t = np.asarray(truth, bool)
+    t = np.asarray(labels, bool)
     loo = np.empty((s.shape[-1], a.size))
     loo[t] = ((m * a[:, None] - v10) / (m - 1)).T
     loo[~t] = ((n * a[:, None] - v01) / (n - 1)).T
     return a.reshape(lead), loo.reshape((s.shape[-1],) + lead)
 
 
-def unbiased_cov(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unbiased_cov(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs (k,) and the unbiased U-statistic covariance (k, k) of k empirical AUCs.
 
     Cov_ab = Â_a·Â_b − [1 / (m(m−1)n(n−1))] Σ_{i≠i'} Σ_{j≠j'} ψ_a(X_i, Y_j) ψ_b(X_i', Y_j')
@@ -127,7 +129,7 @@ def unbiased_cov(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     Gur 2005); may be negative for small samples.
     """
     s = np.atleast_2d(np.asarray(scores, float))
-    t = np.asarray(truth, bool)
+    t = np.asarray(labels, bool)
     x, y = s[:, t], s[:, ~t]
     m, n = x.shape[1], y.shape[1]
     psi = (x[:, :, None] > y[:, None, :]) + 0.5 * (x[:, :, None] == y[:, None, :])  # (k, m, n)
@@ -141,20 +143,24 @@ def unbiased_cov(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return a, np.outer(a, a) - cross
 
 
+def jackknife_cov(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs (k,) and the jackknife covariance (k, k) of k empirical AUCs over c cases:
+    (c−1)/c · Σ_k (θ_(k) − θ̄_(·))(θ_(k) − θ̄_(·))ᵀ (the OR-DBM MRMC program's default)."""
+    c = np.shape(scores)[-1]
+    a, loo = jackknife_aucs(labels, scores)
+    dev = loo - loo.mean(axis=0)
+    return a, (c - 1) / c * dev.T @ dev
+
+
+# covariance name → estimator (truth (c,), scores (k, c)) → (AUCs (k,), covariance (k, k))
+ESTIMATORS = {"jackknife": jackknife_cov, "delong": delong_cov, "unbiased": unbiased_cov}
+
+
 def auc_covariance(data: MRMCData, covariance: Covariance = "jackknife") -> tuple[np.ndarray, np.ndarray]:
-    """AUCs (t, r) and their covariance (t, r, t, r) over cases by the chosen estimator."""
+    """AUCs (t, r) and their covariance (t, r, t, r) over cases by the estimator named in :data:`ESTIMATORS`."""
+    check_choice(covariance, "covariance", tuple(ESTIMATORS))
     t, r, c = data.scores.shape
-    flat = data.scores.reshape(t * r, c)
-    if covariance == "jackknife":
-        a, loo = jackknife_aucs(data.truth, flat)
-        dev = loo - loo.mean(axis=0)
-        cov = (c - 1) / c * dev.T @ dev
-    elif covariance == "delong":
-        a, cov = delong_cov(data.truth, flat)
-    elif covariance == "unbiased":
-        a, cov = unbiased_cov(data.truth, flat)
-    else:
-        raise ValueError(f"covariance must be 'jackknife', 'delong' or 'unbiased', got {covariance!r}")
+    a, cov = ESTIMATORS[covariance](data.truth, data.scores.reshape(t * r, c))
     return a.reshape(t, r), cov.reshape(t, r, t, r)
 
 
@@ -186,86 +192,6 @@ def _or_covs(cov: np.ndarray) -> dict[str, float]:
     return {k: float(cov[v].mean()) for k, v in pick.items()}
 
 
-@dataclass(frozen=True)
-class MRMCResult:
-    """An MRMC analysis (``method`` "OR" or "DBM") as tidy tables; see :meth:`to_frames`.
-
-    Tables: ``aucs`` (test, reader, auc), ``test_means`` (test, auc), ``anova`` (source, df, ss,
-    ms), ``anova_by`` (by = "test"/"reader", level, source, df, ss, ms: per-test / per-reader
-    ANOVAs), ``components`` (model, component, estimate, correlation), ``global_tests``
-    (analysis, statistic, value, df1, df2, p, error_ms),
-    ``differences`` (analysis, test_a, test_b, diff, se, df, stat, value, p, ci_low, ci_high),
-    ``single_test`` (analysis, test, auc, se, df, ci_low, ci_high and the inputs),
-    ``single_reader`` (reader, test_a, test_b, diff, se, df, stat, value, p, ci_low, ci_high …).
-    Analyses: ``RRRC`` random readers & cases, ``FRRC`` fixed readers, ``RRFC`` fixed cases.
-    """
-
-    method: str
-    covariance: str
-    alpha: float
-    n_pos: int
-    n_neg: int
-    tests: tuple
-    readers: tuple
-    aucs: pd.DataFrame
-    test_means: pd.DataFrame
-    anova: pd.DataFrame
-    anova_by: pd.DataFrame
-    components: pd.DataFrame
-    global_tests: pd.DataFrame
-    differences: pd.DataFrame
-    single_test: pd.DataFrame
-    single_reader: pd.DataFrame
-
-    def to_frames(self) -> dict[str, pd.DataFrame]:
-        """Every table by name (tidy, long format)."""
-        names = ("aucs", "test_means", "anova", "anova_by", "components", "global_tests",
-                 "differences", "single_test", "single_reader")
-        return {k: getattr(self, k).copy() for k in names}
-
-    def summary(self) -> str:
-        """Plain-text report laid out like the OR-DBM MRMC 2.51 output."""
-        return _render(self)
-
-
-def _diff_rows(analysis: str, means: np.ndarray, tests: tuple, var_diff: float, df: float,
-               alpha: float) -> list[dict]:
-    """Pairwise differences θ̄_a − θ̄_b with a common variance; t-based if df finite else z."""
-    rows = []
-    for a, b in combinations(range(len(tests)), 2):
-        diff = float(means[a] - means[b])
-        rows.append({"analysis": analysis, "test_a": tests[a], "test_b": tests[b], "diff": diff,
-                     **_wald_t(diff, float(np.sqrt(max(var_diff, 0.0))), df, alpha)})
-    return rows
-
-
-def _wald_t(est: float, se: float, df: float, alpha: float) -> dict:
-    """SE, stat, p (two-sided) and CI with Student t(df), or the normal when df is inf."""
-    dist = stats.norm if np.isinf(df) else stats.t(df)
-    q = float(dist.ppf(1 - alpha / 2))
-    if not se > 0:
-        warnings.warn(f"standard error is {se!r} (e.g. identical ratings in every test): the test statistic "
-                      "is undefined (NaN) or infinite", RuntimeWarning, stacklevel=3)
-    stat = est / se if se > 0 else (np.nan if est == 0 else np.copysign(np.inf, est))
-    p = float(2 * dist.sf(abs(stat))) if np.isfinite(stat) else (0.0 if np.isinf(stat) else np.nan)
-    return {"se": se, "df": df, "stat": "z" if np.isinf(df) else "t", "value": stat, "p": p,
-            "ci_low": est - q * se, "ci_high": est + q * se}
-
-
-def _ratio(num: float, den: float, what: str) -> float:
-    """num/den, with a RuntimeWarning (not numpy's) and NaN/inf when the error term is not > 0."""
-    if den > 0:
-        return float(num / den)
-    warnings.warn(f"{what}: error term is {float(den)!r} (≤ 0, e.g. identical ratings in every test); "
-                  "the statistic is undefined", RuntimeWarning, stacklevel=3)
-    return float("nan") if num == 0 or den < 0 else float("inf")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-
-
 def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
             covariance: Covariance = "jackknife", alpha: float = 0.05) -> MRMCResult:
     """Obuchowski–Rockette MRMC analysis of empirical AUCs with Hillis (2007) denominator df.
@@ -278,7 +204,8 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     the T×R ANOVA and the OR variance components (with the DBM equivalents, Hillis et al. 2008).
     Formulas in the module docstring.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
+    check_choice(covariance, "covariance", tuple(ESTIMATORS))
     data = prepare_mrmc(reads, columns)
     aucs, cov = auc_covariance(data, covariance)
     t, r, c = data.scores.shape
@@ -290,8 +217,6 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     var_tr = ms_tr - ve + c1 + c2 - c3
     var_r = (ms_r - var_tr - ve - (t - 1) * c1 + c2 + (t - 1) * c3) / t
     means = aucs.mean(axis=1)
-    n_pos = int(data.truth.sum())
-    n_neg = c - n_pos
 
     # DBM equivalents of the OR components (Hillis, Berbaum & Metz 2008): σ²_C = c·Cov3,
     # σ²_TC = c(Cov2 − Cov3), σ²_RC = c(Cov1 − Cov3), σ²_TRC + σ²_ε = c(Var(ε) − Cov1 − Cov2 + Cov3).
@@ -309,8 +234,8 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     ddf = den1 ** 2 / (ms_tr ** 2 / ((t - 1) * (r - 1))) if ms_tr > 0 else np.inf
     # Fixed readers, random cases.
     den2 = ve - c1 + (r - 1) * max(c2 - c3, 0.0)
-    x2 = _ratio((t - 1) * ms_t, den2, "fixed-reader X2")
-    f1, f3 = _ratio(ms_t, den1, "random-reader F"), _ratio(ms_t, ms_tr, "fixed-case F")
+    x2 = error_ratio((t - 1) * ms_t, den2, "fixed-reader X2")
+    f1, f3 = error_ratio(ms_t, den1, "random-reader F"), error_ratio(ms_t, ms_tr, "fixed-case F")
     globals_ = [
         {"analysis": "RRRC", "statistic": "F", "value": f1, "df1": t - 1, "df2": ddf,
          "p": float(stats.f.sf(f1, t - 1, ddf)), "error_ms": den1},
@@ -320,9 +245,9 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
          "df2": (t - 1) * (r - 1), "p": float(stats.f.sf(f3, t - 1, (t - 1) * (r - 1))),
          "error_ms": ms_tr},
     ]
-    diffs = (_diff_rows("RRRC", means, tests, 2 / r * den1, ddf, alpha)
-             + _diff_rows("FRRC", means, tests, 2 / r * den2, np.inf, alpha)
-             + _diff_rows("RRFC", means, tests, 2 / r * ms_tr, (t - 1) * (r - 1), alpha))
+    diffs = (pairwise_differences("RRRC", means, tests, 2 / r * den1, ddf, alpha)
+             + pairwise_differences("FRRC", means, tests, 2 / r * den2, np.inf, alpha)
+             + pairwise_differences("RRFC", means, tests, 2 / r * ms_tr, (t - 1) * (r - 1), alpha))
 
     single = []
     for i, name in enumerate(tests):
@@ -336,7 +261,7 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
         for analysis, var, df in (("RRRC", d1 / r, df1),
                                   ("FRRC", (ve_i + (r - 1) * max(c2_i, 0.0)) / r, np.inf),
                                   ("RRFC", ms_r_i / r, r - 1)):
-            w = _wald_t(float(means[i]), float(np.sqrt(max(var, 0.0))), df, alpha)
+            w = wald_t(float(means[i]), float(np.sqrt(max(var, 0.0))), df, alpha)
             single.append({"analysis": analysis, **base, **{k: w[k] for k in ("se", "df", "ci_low", "ci_high")}})
 
     per_reader = []
@@ -348,79 +273,13 @@ def mrmc_or(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
             diff = float(aucs[a, j] - aucs[b, j])
             var = sub[a, a] + sub[b, b] - 2 * sub[a, b]  # = 2·(Var(ε)_j − Cov1_j) when t = 2
             per_reader.append({"reader": name, "test_a": tests[a], "test_b": tests[b], "diff": diff,
-                               **_wald_t(diff, float(np.sqrt(max(var, 0.0))), np.inf, alpha),
+                               **wald_t(diff, float(np.sqrt(max(var, 0.0))), np.inf, alpha),
                                "var_error": ve_j, "cov1": c1_j})
 
     anova = pd.DataFrame([{"source": s, "df": an[f"df_{s}"], "ss": an[f"ss_{s}"], "ms": an[f"ms_{s}"]}
                           for s in ("T", "R", "T*R")])
-    return MRMCResult(
-        method="OR", covariance=covariance, alpha=alpha, n_pos=n_pos, n_neg=n_neg, tests=tests,
-        readers=readers,
-        aucs=pd.DataFrame([{"test": tests[i], "reader": readers[j], "auc": float(aucs[i, j])}
-                           for i in range(t) for j in range(r)]),
-        test_means=pd.DataFrame({"test": list(tests), "auc": means}),
-        anova=anova,
-        anova_by=pd.DataFrame([{"by": "test", "level": s["test"], "source": "R", "df": r - 1,
-                                "ss": s["ms_R"] * (r - 1), "ms": s["ms_R"]}
-                               for s in single if s["analysis"] == "RRRC"]),
-        components=pd.DataFrame(comp_rows),
-        global_tests=pd.DataFrame(globals_),
-        differences=pd.DataFrame(diffs),
-        single_test=pd.DataFrame(single),
-        single_reader=pd.DataFrame(per_reader),
-    )
-
-
-def _f(v: float, nd: int = 8) -> str:
-    return "inf" if np.isinf(v) else f"{v:.{nd}f}"
-
-
-def _df(v: float) -> str:
-    return "" if np.isinf(v) else (f"{int(v)}" if float(v).is_integer() else f"{v:.2f}")
-
-
-def _render(res: MRMCResult) -> str:
-    """Text layout after the OR-DBM MRMC 2.51 / JAFROC output (same quantities, same digits)."""
-    lvl = int(round(100 * (1 - res.alpha)))
-    out = [f"{res.method} MRMC analysis of empirical (trapezoidal) AUCs, covariance: {res.covariance}",
-           f"{len(res.tests)} tests, {len(res.readers)} readers, {res.n_pos + res.n_neg} cases "
-           f"({res.n_neg} normal, {res.n_pos} abnormal)", "", "TEST x READER AUC ESTIMATES"]
-    tab = res.aucs.pivot(index="reader", columns="test", values="auc").reindex(list(res.readers))
-    out.append(f"{'reader':>10}" + "".join(f"{str(t):>14}" for t in res.tests))
-    for rd, row in tab.iterrows():
-        out.append(f"{str(rd):>10}" + "".join(f"{row[t]:>14.8f}" for t in res.tests))
-    out += ["", "TEST AUC MEANS"] + [f"{str(t):>10}  {a:.8f}" for t, a in zip(res.test_means.test, res.test_means.auc)]
-    out += ["", "ANOVA", f"{'source':>8} {'SS':>16} {'df':>8} {'MS':>16}"]
-    for _, a in res.anova.iterrows():
-        out.append(f"{a.source:>8} {_f(a.get('ss', np.nan)):>16} {_df(a.df):>8} {_f(a.ms):>16}")
-    out += ["", "Per-test / per-reader ANOVAs (mean squares)"]
-    for _, a in res.anova_by.iterrows():
-        out.append(f"{a.by:>7} {str(a.level):>6} {a.source:>6} {_df(a.df):>6} {_f(a.ms):>14}")
-    out += ["", "VARIANCE COMPONENTS"]
-    for _, v in res.components.iterrows():
-        corr = "" if np.isnan(v.correlation) else f"{v.correlation:>14.8f}"
-        out.append(f"{v.model:>4} {v.component:>24} {v.estimate:>14.8f}{corr}")
-    names = {"RRRC": "Random readers and random cases", "FRRC": "Fixed readers and random cases",
-             "RRFC": "Random readers and fixed cases"}
-    for k, an in enumerate(("RRRC", "FRRC", "RRFC"), 1):
-        g = res.global_tests[res.global_tests.analysis == an].iloc[0]
-        out += ["", f"Analysis {k}: {names[an]}",
-                f"  a) {g.statistic} = {g.value:.{5 if np.isinf(g.df2) else 2}f} "
-                f"(df {_df(g.df1)}{'' if np.isinf(g.df2) else ', ' + _df(g.df2)}), p = {g.p:.4f}; "
-                f"error term {g.error_ms:.8f}",
-                f"  b) differences: {'test':>12} {'diff':>9} {'SE':>8} {'df':>7} {'stat':>6} {'p':>7}  {lvl}% CI"]
-        for _, d in res.differences[res.differences.analysis == an].iterrows():
-            out.append(f"{'':>17}{str(d.test_a) + ' - ' + str(d.test_b):>12} {d['diff']:>9.5f} {d.se:>8.5f} "
-                       f"{_df(d.df):>7} {d.value:>6.2f} {d.p:>7.4f}  ({d.ci_low:.5f}, {d.ci_high:.5f})")
-        out.append(f"  c) single tests: {'test':>10} {'AUC':>11} {'SE':>11} {'df':>7}  {lvl}% CI")
-        for _, s in res.single_test[res.single_test.analysis == an].iterrows():
-            out.append(f"{'':>18}{str(s.test):>10} {s.auc:>11.8f} {s.se:>11.8f} {_df(s.df):>7}  "
-                       f"({s.ci_low:.8f}, {s.ci_high:.8f})")
-        if an == "FRRC" and len(res.single_reader):
-            out.append(f"  d) single readers: {'reader':>8} {'test':>10} {'diff':>9} {'SE':>8} {'df':>5} "
-                       f"{'stat':>6} {'p':>7}  {lvl}% CI")
-            for _, d in res.single_reader.iterrows():
-                out.append(f"{'':>20}{str(d.reader):>8} {str(d.test_a) + ' - ' + str(d.test_b):>10} "
-                           f"{d['diff']:>9.5f} {d.se:>8.5f} {_df(d.df):>5} {d.value:>6.2f} {d.p:>7.4f}  "
-                           f"({d.ci_low:.5f}, {d.ci_high:.5f})")
-    return "\n".join(out)
+    anova_by = [{"by": "test", "level": s["test"], "source": "R", "df": r - 1, "ss": s["ms_R"] * (r - 1),
+                 "ms": s["ms_R"]} for s in single if s["analysis"] == "RRRC"]
+    return mrmc_tables("OR", covariance, alpha, data.truth, tests, readers, aucs, anova=anova, anova_by=anova_by,
+                       components=comp_rows, global_tests=globals_, differences=diffs, single_test=single,
+                       single_reader=per_reader)

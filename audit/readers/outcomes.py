@@ -17,6 +17,9 @@
 
 The pooled McNemar / Cochran's Q treat every (reader, case) pair as independent, which ignores
 the correlation of reads of the same case; the GEE / MRMC analyses handle that properly.
+
+Each function returns a :class:`audit.readers.result.ReaderTable`: the native table in
+``table`` (columns as listed in each docstring), the tidy long format through ``to_frame()``.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import pandas as pd
 from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
 from audit.readers.reads import ReadColumns, ReadsError, validate_reads
+from audit.readers.result import ReaderTable
 
 __all__ = ["outcome_counts", "outcome_transitions", "decision_changes", "mcnemar_correctness",
            "cochran_q_correctness"]
 
 _NEED = ("reader", "case", "truth", "phase", "decision")
+POOLED_NOTE = ("scope 'pooled' treats every (reader, case) pair as independent (it ignores the correlation of "
+               "reads of one case; the GEE and MRMC analyses account for it)")
 
 
 def _outcome(truth: np.ndarray, decision: np.ndarray) -> np.ndarray:
@@ -45,7 +51,7 @@ def _ratio(a: pd.Series, b: pd.Series) -> pd.Series:
 
 
 def outcome_counts(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
-                   by: Sequence[str] = ("phase", "reader")) -> pd.DataFrame:
+                   by: Sequence[str] = ("phase", "reader")) -> ReaderTable:
     """TP, TN, FP, FN and rates per group (default phase × reader; ``by=("phase",)`` pools readers).
 
     sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), accuracy = (TP+TN)/n,
@@ -67,7 +73,9 @@ def outcome_counts(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     c["accuracy"] = _ratio(c["tp"] + c["tn"], c["n"])
     c["ppv"] = _ratio(c["tp"], c["tp"] + c["fp"])
     c["npv"] = _ratio(c["tn"], c["tn"] + c["fn"])
-    return c
+    return ReaderTable(c, tuple(by), "Outcomes per " + " and ".join(by),
+                       ("sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), accuracy = (TP+TN)/n, "
+                        "ppv = TP/(TP+FP), npv = TN/(TN+FN)",))
 
 
 def _wide(r: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -92,7 +100,7 @@ def _check_two_phases(phases: list) -> None:
 
 
 def outcome_transitions(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
-                        pooled: bool = False) -> pd.DataFrame:
+                        pooled: bool = False) -> ReaderTable:
     """Counts of outcome moves (e.g. FN → TP) per reader between consecutive phases.
 
     Columns: reader (dropped when ``pooled``), phase_from, phase_to, outcome_from, outcome_to, n;
@@ -115,12 +123,15 @@ def outcome_transitions(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(
         cnt.insert(1 if not pooled else 0, "phase_to", b)
         cnt.insert(1 if not pooled else 0, "phase_from", a)
         rows.append(cnt)
-    return pd.concat(rows, ignore_index=True)
+    table = pd.concat(rows, ignore_index=True)
+    return ReaderTable(table, ("reader", "phase_from", "phase_to", "outcome_from", "outcome_to"),
+                       "Outcome transitions between consecutive phases",
+                       ("n: reads whose outcome moved from outcome_from (in phase_from) to outcome_to (in phase_to)",))
 
 
 def decision_changes(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
                      ai_threshold: float = 0.5, phase_from=None, phase_to=None,
-                     pooled: bool = False) -> pd.DataFrame:
+                     pooled: bool = False) -> ReaderTable:
     """Decision changes between consecutive phases (or one given pair), toward or away from the AI.
 
     The AI suggestion for a (reader, case) and phase pair is ai_prob ≥ ``ai_threshold`` taken
@@ -166,7 +177,10 @@ def decision_changes(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), 
         parts.append(g)
     out = pd.concat(parts, ignore_index=True)
     out["frac_toward_ai"] = _ratio(out["n_toward_ai"], out["n_changed"])
-    return out
+    return ReaderTable(out, ("reader", "phase_from", "phase_to", "ai_correct"),
+                       "Decision changes toward or away from the AI",
+                       (f"the AI suggests positive when ai_prob >= {ai_threshold:g}; ai_correct: its suggestion "
+                        "equals the truth",))
 
 
 def _correct(reads: pd.DataFrame, columns: ReadColumns) -> tuple[pd.DataFrame, list]:
@@ -194,7 +208,7 @@ def _mc_row(x: np.ndarray, exact: bool | None, correction: bool) -> dict:
 
 
 def mcnemar_correctness(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, phase_a=None,
-                        phase_b=None, exact: bool | None = None, correction: bool = True) -> pd.DataFrame:
+                        phase_b=None, exact: bool | None = None, correction: bool = True) -> ReaderTable:
     """McNemar test of reader correctness (decision == truth) between two phases.
 
     Default phases: the first two. ``exact=None`` uses the exact binomial test when the
@@ -214,11 +228,12 @@ def mcnemar_correctness(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(
                      **_mc_row(g[[a, b]].to_numpy(), exact, correction)})
     rows.append({"phase_a": a, "phase_b": b, "scope": "pooled", "reader": None,
                  **_mc_row(w[[a, b]].to_numpy(), exact, correction)})
-    return pd.DataFrame(rows)
+    return ReaderTable(pd.DataFrame(rows), ("phase_a", "phase_b", "scope", "reader"),
+                       f"McNemar test of correctness, {a} vs {b}", (POOLED_NOTE,))
 
 
 def cochran_q_correctness(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
-                          phases: Sequence | None = None) -> pd.DataFrame:
+                          phases: Sequence | None = None) -> ReaderTable:
     """Cochran's Q test that reader correctness is the same in all of ≥ 3 phases.
 
     Rows per reader (scope "reader") and pooled over (reader, case) pairs (scope "pooled");
@@ -246,4 +261,5 @@ def cochran_q_correctness(reads: pd.DataFrame, columns: ReadColumns = ReadColumn
     rows = [{"scope": "reader", "reader": rd, **row(g[ph].to_numpy())}
             for rd, g in w.groupby(level="reader", sort=True)]
     rows.append({"scope": "pooled", "reader": None, **row(w[ph].to_numpy())})
-    return pd.DataFrame(rows)
+    return ReaderTable(pd.DataFrame(rows), ("scope", "reader"), f"Cochran's Q of correctness across {ph}",
+                       (POOLED_NOTE,))

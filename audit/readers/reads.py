@@ -5,17 +5,21 @@ reading condition such as "MRI", "MRI+AI", "MRI+AI+XAI"). Columns (names configu
 :class:`ReadColumns`): reader, case, truth (0/1), phase, and optionally decision (0/1), score
 (a confidence rating or probability, higher = more likely positive) and ai_prob (the AI's
 probability shown to the reader).
+
+The array-level functions (ROC points, calibration, decision curves) take the same fields as
+arrays, one value per case: :func:`check_truth` and :func:`check_scores` check them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ReadsError", "ReadColumns", "validate_reads", "STANDARD"]
+__all__ = ["ReadsError", "ReadColumns", "check_columns", "validate_reads", "STANDARD", "case_groups", "check_truth",
+           "check_scores", "check_both_classes"]
 
 STANDARD = ("reader", "case", "truth", "phase", "decision", "score", "ai_prob")
 
@@ -39,6 +43,14 @@ class ReadColumns:
     def mapping(self) -> dict[str, str]:
         """User column name → standard name."""
         return {getattr(self, f.name): f.name for f in fields(self)}
+
+
+def check_columns(columns: Any) -> ReadColumns:
+    """``columns`` if it is a :class:`ReadColumns`, else TypeError (e.g. a statistic passed positionally)."""
+    if not isinstance(columns, ReadColumns):
+        raise TypeError(f"columns must be a ReadColumns (the column names of the reads table), got "
+                        f"{type(columns).__name__} {columns!r}")
+    return columns
 
 
 def _binary(s: pd.Series, name: str, user: str) -> pd.Series:
@@ -70,6 +82,7 @@ def validate_reads(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     """
     if not isinstance(reads, pd.DataFrame):
         raise ReadsError(f"reads must be a pandas DataFrame, got {type(reads).__name__}")
+    check_columns(columns)
     unknown = sorted(set(need) - set(STANDARD))
     if unknown:
         raise ReadsError(f"need lists unknown fields {unknown}; standard fields are {list(STANDARD)}")
@@ -136,3 +149,71 @@ def _check_structure(out: pd.DataFrame, users: dict[str, str], paired: bool) -> 
             got = sorted(map(str, out.loc[(out["reader"] == r) & (out["case"] == c), "phase"]))
             raise ReadsError(f"{len(short)} (reader, case) pair(s) not read in every phase {phases}: e.g. reader "
                              f"{r!r}, case {c!r} was read only in {got} (pass paired=False for an unpaired design)")
+
+
+def case_groups(reads: pd.DataFrame, columns: ReadColumns, field: str, by: Sequence[str] | None
+                ) -> tuple[tuple[str, ...], list[tuple[dict, pd.DataFrame]]]:
+    """Validated reads of the probability ``field`` in groups of ``by``, one row per case in each.
+
+    ``by`` ⊆ ("phase", "reader"); by default no grouping for ai_prob (the AI's probability is
+    one value per case) and ("phase", "reader") for a reader's field. Returns ``by`` and a list
+    of (group labels, group reads). Raises :class:`ReadsError` for values outside [0, 1] and
+    for a case whose reads disagree within a group.
+    """
+    by = (() if field == "ai_prob" else ("phase", "reader")) if by is None else tuple(by)
+    bad = [b for b in by if b not in ("phase", "reader")]
+    if bad:
+        raise ValueError(f"by may hold 'phase' and/or 'reader', got {bad}")
+    r = validate_reads(reads, columns, need=("reader", "case", "truth", "phase", field), paired=False)
+    if ((r[field] < 0) | (r[field] > 1)).any():
+        raise ReadsError(f"column {getattr(columns, field)!r} ({field}) must hold probabilities in [0, 1]")
+    keys = [*by, "case"]
+    spread = r.groupby(keys, observed=True)[field].agg(lambda s: s.max() - s.min())
+    differ = spread[spread > 0]
+    if len(differ):
+        raise ReadsError(f"{field} differs between reads of {len(differ)} case(s) within groups "
+                         f"{list(by) or 'all'}, e.g. {differ.index[0]!r}; pass a finer by, e.g. by=('phase', 'reader')")
+    r = r.drop_duplicates(keys)
+    groups = r.groupby(list(by), observed=True, sort=True) if by else [((), r)]
+    return by, [(dict(zip(by, k if isinstance(k, tuple) else (k,))), g) for k, g in groups]
+
+
+def check_truth(truth: Any, name: str = "truth") -> np.ndarray:
+    """The true class of each case as an int array (n,) of 0/1 (1-D, non-empty, numeric, no NaN)."""
+    t = np.asarray(truth)
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {t.shape}")
+    if t.size == 0:
+        raise ValueError(f"{name} is empty")
+    if t.dtype == bool:
+        t = t.astype(int)
+    if not np.issubdtype(t.dtype, np.number) or np.isnan(t.astype(float)).any():
+        raise ValueError(f"{name} must be numeric 0/1 without NaN, got dtype {t.dtype}")
+    bad = sorted(set(np.unique(t).tolist()) - {0, 1})
+    if bad:
+        raise ValueError(f"{name} must be binary 0/1, found values {bad[:5]}")
+    return t.astype(int)
+
+
+def check_scores(scores: Any, n: int, name: str = "prob", *, unit: bool = True) -> np.ndarray:
+    """One finite float per case, (n,); with ``unit`` probabilities in [0, 1]."""
+    try:
+        p = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric") from None
+    if p.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {p.shape}")
+    if p.shape[0] != n:
+        raise ValueError(f"{name} has {p.shape[0]} values but labels has {n}")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or inf ({int((~np.isfinite(p)).sum())} values)")
+    if unit and ((p < 0) | (p > 1)).any():
+        lo, hi = float(p.min()), float(p.max())
+        raise ValueError(f"{name} must be probabilities in [0, 1], got range [{lo:g}, {hi:g}]")
+    return p
+
+
+def check_both_classes(truth: np.ndarray, what: str) -> None:
+    """ValueError when ``truth`` (checked 0/1) holds a single class: ``what`` needs both."""
+    if truth.min() == truth.max():
+        raise ValueError(f"labels has a single class ({int(truth[0])} for all {truth.size} cases); {what} needs both")

@@ -16,7 +16,7 @@ E_c^AI (the AI's own error on the case, followed by readers who see the AI) and 
 independent N(0, 1). Z_crp is N(0, 1) for every read, so P(correct | reader, phase) = p_rp
 exactly: the population-averaged (marginal over cases) model logit P = α + a_r + β_p holds, and
 ``odds_ratio`` is the known value of the phase odds ratio that a GEE of correctness on
-C(phase) + C(reader) clustered by case estimates (:func:`audit.reader_gee.gee_assistance`).
+C(phase) + C(reader) clustered by case estimates (:func:`audit.readers.gee.gee_assistance`).
 It is *not* the case-conditional OR of a random-intercept GLMM, which is larger here (reads of a
 case are correlated through U_c); nor, because of non-collapsibility, the OR of a GEE without the
 reader term — that one is stored in ``attrs["true_or_pooled"]`` (computed from the realised a_r:
@@ -39,6 +39,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+
+from probes.core.validate import check_choice, check_int
 
 __all__ = ["simulate_reads", "write_example_reads", "example_reads", "PHASES"]
 
@@ -76,10 +78,8 @@ def simulate_reads(n_cases: int = 37, n_readers: int = 4, phases: Sequence[str] 
     phases = tuple(phases)
     if len(phases) < 2 or len(set(phases)) != len(phases):
         raise ValueError(f"phases must be ≥ 2 distinct names, got {phases!r}")
-    if int(n_cases) != n_cases or n_cases < 2:
-        raise ValueError(f"n_cases must be an integer ≥ 2, got {n_cases!r}")
-    if int(n_readers) != n_readers or n_readers < 1:
-        raise ValueError(f"n_readers must be an integer ≥ 1, got {n_readers!r}")
+    check_int(n_cases, "n_cases", 2)
+    check_int(n_readers, "n_readers", 1)
     ors = np.atleast_1d(np.asarray(odds_ratio, dtype=float))
     if ors.size == 1:
         ors = np.repeat(ors, len(phases) - 1)
@@ -95,8 +95,7 @@ def simulate_reads(n_cases: int = 37, n_readers: int = 4, phases: Sequence[str] 
     if reader_sd < 0 or sharpness <= 0 or ai_sharpness <= 0:
         raise ValueError(f"reader_sd must be ≥ 0 and sharpness, ai_sharpness > 0, got {reader_sd!r}, "
                          f"{sharpness!r}, {ai_sharpness!r}")
-    if score not in ("percent", "rating"):
-        raise ValueError(f"score must be 'percent' or 'rating', got {score!r}")
+    check_choice(score, "score", ("percent", "rating"))
 
     rng = np.random.default_rng(seed)
     c, r, p = int(n_cases), int(n_readers), len(phases)

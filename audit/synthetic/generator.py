@@ -1,4 +1,4 @@
-"""Synthetic multi-contrast brain-MRI cohort with known ground truth (issue 4).
+"""Synthetic multi-contrast brain-MRI cohort with known ground truth.
 
 Anatomy comes from the MNI152 template shipped in nilearn (:func:`template_anatomy`, with
 synthetic CSF/skull/scalp shells); every case is a randomly posed head with a tumour whose
@@ -39,7 +39,9 @@ The ROI masks follow the label-carrying geometries: ``necrosis``, ``enhancement`
 clipped to the brain). Mechanisms: ``shape_t1c`` equals the label's shape with probability
 ``p_t1c`` (else the other shape), ``shape_flair`` with ``p_flair``; ``shape_informative=False``
 makes both fair coins. The shortcut "surgical site" marker (a bright defect in the skull bone,
-visible on every contrast, inside the ``skull`` mask) is present with probability ``q1`` in class 1 and ``q0`` in class 0.
+visible on every contrast, inside the ``skull`` mask) is present with probability ``q1`` in
+class 1 and ``q0`` in class 0; only the cases that carry it have a ``marker`` mask
+(``Cohort.as_dataset`` gives the others an empty one).
 
 Counterfactual sets (same seed → same cases, same noise) — the ground truth of what a model
 relies on: ``"t1c_only"``: the T1c shape *is* the label (whatever ``p_t1c``), the FLAIR shape
@@ -288,10 +290,10 @@ def _pose(rng: np.random.Generator, dim: int, size: int) -> tuple[np.ndarray, np
         angs = np.deg2rad(rng.uniform(-6, 6, 3))
         rot = np.eye(3)
         for i, a in enumerate(angs):
-            j, l = [(1, 2), (0, 2), (0, 1)][i]
+            ax1, ax2 = [(1, 2), (0, 2), (0, 1)][i]
             r = np.eye(3)
-            r[j, j] = r[l, l] = np.cos(a)
-            r[j, l], r[l, j] = -np.sin(a), np.sin(a)
+            r[ax1, ax1] = r[ax2, ax2] = np.cos(a)
+            r[ax1, ax2], r[ax2, ax1] = -np.sin(a), np.sin(a)
             rot = rot @ r
         m0 = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # (d,h,w)→(x,y,z)
         meta = {f"rotation_{n}_deg": float(np.rad2deg(a)) for n, a in zip("dhw", angs)}
@@ -364,7 +366,6 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
     lab = ndimage.map_coordinates(bsrc, tc, order=0, cval=0, prefilter=False)
     brain = (lab & _BRAIN) > 0
     skull = (lab & _SKULL) > 0
-    scalp = (lab & _SCALP) > 0
 
     # tumour, analytically at output resolution (mm around the centre)
     d = (tc3 - centre[:, None]).T * _RES

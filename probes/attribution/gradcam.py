@@ -1,59 +1,40 @@
-"""Attribution maps: Grad-CAM for every layer from one forward+backward, and batched N-D LIME.
+"""Grad-CAM (Selvaraju et al., ICCV 2017) at every hook point from one forward and one backward.
 
-Maps are tensors shaped ``(N, C_map, *spatial)`` with the input's spatial size: ``C_map = 1``
-for class-activation maps (Grad-CAM, LIME over shared supervoxels), ``C_map = C`` for maps
-with one channel per input contrast (LIME with ``per_contrast=True``). The same code path
-serves 2D (``(N, C, H, W)``) and 3D (``(N, C, D, H, W)``) inputs.
+Maps are ``(N, 1, *spatial)`` at the input's spatial size; the same code path serves 2D
+(``(N, C, H, W)``) and 3D (``(N, C, D, H, W)``) inputs. ``model`` is an ``nn.Module`` or a
+``probes.hooks.HookRegistry`` on it; the model's declared interface (channels-last input,
+probability output) is honoured through the registry, which feeds the model in its own layout
+and explains logit-like scores (``probes.attribution.scores``). A point must carry a
+channels-first activation ``(N, K, *spatial)``: a point of a channels-last model that still
+carries the model's own ``(N, *spatial, C)`` layout is refused (``UnsupportedModelError``).
 
-``target`` is a class index (int) or a length-N sequence/tensor of class indices; the scalar
-explained is the model output (logit) of each sample's target class.
+``normalize="minmax"`` follows pytorch-grad-cam 1.5 (``base_cam.py``,
+``utils/image.py::scale_cam_image``) step by step and equals its ``GradCAM`` with one target
+layer in 2D; ``normalize="gradcam"`` also resizes 3D maps as it does (``scipy.ndimage.zoom``,
+cubic spline).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from probes.hooks.registry import HookRegistry
+from probes.attribution.result import LayerAttribution
+from probes.attribution.scores import target_scores
+from probes.core.model import Output, UnsupportedModelError, model_interface, model_state
+from probes.core.validate import Target, as_case_ids, as_input, as_targets, check_choice
+from probes.hooks.points import as_points
+from probes.hooks.registry import HookRegistry, as_registry
 
-__all__ = ["layer_gradcam"]
+__all__ = ["NORMALIZATIONS", "default_point", "layer_gradcam"]
 
-Target = Union[int, Sequence[int], Tensor]  # noqa: UP007 (a runtime alias)
+NORMALIZATIONS = (None, "minmax", "gradcam")
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-# -- shared helpers -------------------------------------------------------------------------
-def _check_input(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() not in (3, 4, 5):
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor (N, C, *spatial) with 1-3 spatial dims; got {shape}")
-
-
-def _targets(target: Target, n: int, device: torch.device) -> Tensor:
-    """``target`` as a long tensor of shape (N,), or a ValueError naming its shape."""
-    t = torch.as_tensor(target, device=device) if not isinstance(target, Tensor) else target.to(device)
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"target must hold integer class indices; got dtype {t.dtype}")
-    if t.dim() == 0:
-        t = t.expand(n)
-    if t.dim() != 1 or t.shape[0] != n:
-        raise ValueError(f"target must be an int or a length-{n} sequence of class indices "
-                         f"(one per sample of x); got shape {tuple(t.shape)}")
-    return t.long()
-
-
-def _check_logits(out: Tensor, t: Tensor) -> None:
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != t.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"model output must be logits of shape (N={t.shape[0]}, classes); got {shape}")
-    bad = (t < 0) | (t >= out.shape[1])
-    if bool(bad.any()):
-        raise ValueError(f"target {t.tolist()} out of range for {out.shape[1]} output classes")
 
 
 def _resize(maps: Tensor, size: Sequence[int]) -> Tensor:
@@ -71,62 +52,88 @@ def _minmax(maps: Tensor, eps: float = 1e-7) -> Tensor:
     return flat.view_as(maps)
 
 
-# -- Grad-CAM ---------------------------------------------------------------------------------
-def layer_gradcam(reg: HookRegistry, x: Tensor, target: Target, points: Sequence[str] | str | None = None,
-                  *, normalize: str | None = None) -> dict[str, Tensor]:
-    """Grad-CAM (Selvaraju et al., ICCV 2017) at every requested point from ONE forward+backward.
+def _zoom_like_gradcam(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """pytorch-grad-cam's 3D resize: ``scipy.ndimage.zoom(img, target/shape)`` per image."""
+    from scipy.ndimage import zoom
 
-    For a point with activation A (N, K, *s) and gradient G = ∂y/∂A of
-    y = Σ_n logit_n[target_n]:  w_nk = mean_s G_nk,  map_n = ReLU(Σ_k w_nk A_nk),  resized to the
-    input's spatial size (bilinear in 2D, trilinear in 3D, ``align_corners=False``).
-    Each sample's map depends only on its own logit (samples do not interact in eval mode).
+    arr = maps.detach().cpu().numpy().astype(np.float32)
+    out = [zoom(img[0], [t_s / i_s for i_s, t_s in zip(img.shape[1:], size)]) for img in arr]
+    return torch.from_numpy(np.float32(out))[:, None].to(maps.device)
+
+
+def default_point(reg: HookRegistry) -> str:
+    """The last residual block's output (``<block>.resid``), else the last convolution's output."""
+    if reg.blocks:
+        return f"{reg.blocks[-1]}.resid"
+    convs = [n for n, m in reg.model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not convs:
+        raise ValueError("no residual block or convolution found in the model: pass a point")
+    return convs[-1]
+
+
+def layer_gradcam(model: nn.Module | HookRegistry, x: Tensor, target: Target,
+                  points: Sequence[str] | str | None = None, *, normalize: str | None = None,
+                  output: Output = None, case_ids: Sequence[Any] | None = None) -> LayerAttribution:
+    """Grad-CAM at every requested point from ONE forward and ONE backward.
+
+    For a point with activation A (N, K, *s) and gradient G = ∂y/∂A of y = Σ_n s_n[target_n]
+    (s: the model's logit-like scores): w_nk = mean_s G_nk, map_n = ReLU(Σ_k w_nk A_nk),
+    resized to the input's spatial size (bilinear in 2D, trilinear in 3D,
+    ``align_corners=False``). Each case's map depends only on its own score (cases do not
+    interact in eval mode). The model runs in eval mode (a warning if it was in training
+    mode) and is left as found.
 
     Args:
-        reg: a ``HookRegistry`` on the model (the model should be in eval mode).
-        x: input (N, C, *spatial).
-        target: class index, or one per sample.
+        model: an ``nn.Module`` or a ``HookRegistry`` on it.
+        x: input (N, C, *spatial), channels first.
+        target: class index, or one per case.
         points: point names with a spatial activation (N, K, *s); default every block's
             ``.resid`` (``[f"{b}.resid" for b in reg.blocks]``).
-        normalize: ``None`` keeps the raw ReLU'd maps (their scale is the logit's: doubling the
-            logit doubles the map). ``"minmax"`` follows pytorch-grad-cam (``base_cam.py``,
-            ``utils/image.py::scale_cam_image``) step by step: ReLU, per-image min-max *at the
-            feature resolution* ((m − min) / (1e-7 + max)), resize, ReLU, min-max again (its
-            ``aggregate_multi_layers``) — equal to ``GradCAM`` with one target layer in 2D (its
-            cv2 INTER_LINEAR is bilinear with ``align_corners=False``); in effect a min-max of
-            the upsampled map. ``"gradcam"`` is ``"minmax"`` except that 3D maps are resized as
-            pytorch-grad-cam does in 3D: ``scipy.ndimage.zoom`` with its default cubic spline
-            (corner-aligned grid, overshoot clipped by the ReLU), computed on the CPU.
+        normalize: ``None`` keeps the raw ReLU'd maps (their scale is the score's: doubling
+            the logit doubles the map). ``"minmax"``: pytorch-grad-cam's order — ReLU, per-image
+            min-max *at the feature resolution* ((m − min) / (1e-7 + max)), resize, ReLU,
+            min-max again (its ``aggregate_multi_layers``); in effect a min-max of the
+            upsampled map. ``"gradcam"``: ``"minmax"``, except that 3D maps are resized as
+            pytorch-grad-cam does in 3D (``scipy.ndimage.zoom``, cubic spline on a
+            corner-aligned grid, overshoot clipped by the ReLU), computed on the CPU.
+        output: ``None`` (the model's declared interface) or an override (``"logits"``,
+            ``"probabilities"``, ``"log_probabilities"``, a callable giving probabilities).
+        case_ids: one id per case (default ``"0"``, ``"1"``, ...).
 
     Returns:
-        ``{point: map}`` with maps (N, 1, *spatial), float32, in ``points`` order.
+        :class:`LayerAttribution`: ``result[point]`` is the (N, 1, *spatial) float32 map, in
+        ``points`` order.
 
     Raises:
         KeyError: an unknown point (before anything runs). ValueError: a bad ``target``,
-        ``normalize`` or a point whose activation is not spatial.
+        ``normalize`` or a point whose activation is not spatial. UnsupportedModelError: a
+        point that carries a channels-last model's own input layout.
     """
-    if normalize not in (None, "minmax", "gradcam"):
-        raise ValueError(f"normalize must be None, 'minmax' or 'gradcam'; got {normalize!r}")
-    _check_input(x)
-    if points is None:
-        points = [f"{b}.resid" for b in reg.blocks]
-        if not points:
-            raise ValueError("the model has no residual blocks: pass points=[...] explicitly")
-    elif isinstance(points, str):
-        points = [points]
-    points = list(points)
-    for p in points:
-        reg.point_info(p)  # KeyError with close matches before any hook is installed
-    t = _targets(target, x.shape[0], x.device)
+    check_choice(normalize, "normalize", NORMALIZATIONS)
+    reg = as_registry(model, output)
+    x = as_input(x)
+    points = as_points(reg, points, default_anchor="resid")
+    n = x.shape[0]
+    t = as_targets(target, n, device=x.device)
+    ids = as_case_ids(case_ids, n)
+    raw_layout = None
+    if model_interface(reg.model).input_layout == "channels_last":
+        raw_layout = (n, *x.shape[2:], x.shape[1])
 
     def objective(out: Tensor) -> Tensor:
-        _check_logits(out, t)
-        return out.gather(1, t[:, None]).sum()
+        return target_scores(out, t, "layer_gradcam").sum()
 
-    _, cache = reg.run_with_cache(x, points=points, grad=True, target=objective)
+    with model_state(reg.model, warn="layer_gradcam"):
+        _, cache = reg.run_with_cache(x, points=points, grad=True, target=objective)
     spatial = tuple(x.shape[2:])
     maps: dict[str, Tensor] = {}
     for p in points:
         a, g = cache[p].float(), cache.grads[p].float()
+        if raw_layout is not None and tuple(a.shape) == raw_layout and raw_layout != tuple(x.shape):
+            raise UnsupportedModelError(
+                f"layer_gradcam: point {p!r} carries the model's channels-last input layout {raw_layout}; "
+                "Grad-CAM needs a channels-first activation (N, K, *spatial): choose a point after the "
+                "model's own transpose to channels first")
         if a.dim() != x.dim():
             raise ValueError(f"point {p!r} has activation shape {tuple(a.shape)}: Grad-CAM needs "
                              f"(N, K, *spatial) with {x.dim() - 2} spatial dims like x {tuple(x.shape)}")
@@ -143,13 +150,5 @@ def layer_gradcam(reg: HookRegistry, x: Tensor, target: Target, points: Sequence
         cam = _zoom_like_gradcam(cam, spatial) if normalize == "gradcam" and len(spatial) == 3 \
             else _resize(cam, spatial)
         maps[p] = _minmax(cam.clamp_min(0))
-    return maps
-
-
-def _zoom_like_gradcam(maps: Tensor, size: Sequence[int]) -> Tensor:
-    """pytorch-grad-cam's 3D resize: ``scipy.ndimage.zoom(img, target/shape)`` per image."""
-    from scipy.ndimage import zoom
-
-    arr = maps.detach().cpu().numpy().astype(np.float32)
-    out = [zoom(img[0], [t_s / i_s for i_s, t_s in zip(img.shape[1:], size)]) for img in arr]
-    return torch.from_numpy(np.float32(out))[:, None].to(maps.device)
+    return LayerAttribution(point_maps=maps, method="gradcam", target=t.cpu(), case_ids=tuple(ids),
+                            options={"normalize": normalize})

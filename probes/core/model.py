@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 __all__ = ["ModelSnapshot", "model_state", "ModelInterface", "InputLayout", "OutputKind", "Score",
            "Output", "model_interface", "AuditAdapter", "as_audit_model", "output_probabilities",
+           "class_probabilities", "model_device",
            "UnsupportedModelError"]
 
 InputLayout = Literal["channels_first", "channels_last"]
@@ -155,6 +156,12 @@ class AuditAdapter(nn.Module):
         output = self.output_fn if self.output_fn is not None else self.interface.output
         return output_probabilities(self._raw(x), output, dtype=dtype)
 
+    def prepare(self, x: Tensor) -> None:
+        """Do the one-time probe forward (finding the final softmax for ``score="logit"``) now,
+        before a caller installs hooks that must see only the real forward."""
+        if self.output_fn is None and self.interface.output == "probabilities" and self.interface.score == "logit":
+            self._final_softmax(x)
+
     def _final_softmax(self, x: Tensor) -> str:
         """Name of the softmax module whose output is the model's output (one probe forward)."""
         if self._softmax is None:
@@ -203,6 +210,23 @@ def as_audit_model(model: nn.Module, output: Output = None) -> nn.Module:
                              "or pass a callable mapping the model output to (N, K) probabilities")
         interface = ModelInterface(interface.input_layout, output, interface.score)
     return model if interface == ModelInterface() else AuditAdapter(model, interface)
+
+
+def class_probabilities(net: nn.Module, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``(N, K)`` class probabilities of ``net`` (from :func:`as_audit_model`) on channels-first ``x``.
+
+    A model declared to return probabilities (or log-probabilities, or given a callable
+    ``output``) is read directly, without a round trip through logits; otherwise
+    ``softmax(net(x))`` over dim 1, computed in ``dtype`` when given.
+    """
+    if isinstance(net, AuditAdapter):
+        return net.probabilities(x, dtype)
+    return output_probabilities(net(x), "logits", dtype=dtype)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------- state

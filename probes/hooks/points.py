@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from torch import Tensor
 
-__all__ = ["PointSpec", "ActivationCache", "join_point", "unknown_point"]
+if TYPE_CHECKING:
+    from probes.hooks.registry import HookRegistry
+
+__all__ = ["PointSpec", "ActivationCache", "join_point", "unknown_point", "as_points"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,29 @@ class ActivationCache(Mapping[str, Tensor]):
             for k, v in self._acts.items()
         ]
         return pd.DataFrame(rows, columns=["point", "shape", "dtype", "mean", "std", "has_grad"])
+
+
+def as_points(reg: "HookRegistry", points: str | Sequence[str] | None, *,
+              default_anchor: str | None = None) -> list[str]:
+    """``points`` as a list of known point names, checked before any forward runs.
+
+    A name or a sequence of names, non-empty and without duplicates; an unknown name raises
+    ``KeyError`` with close matches (``HookRegistry.point_info``). ``None`` means
+    ``[f"{block}.{default_anchor}" for block in reg.blocks]`` when ``default_anchor`` is given,
+    and is refused otherwise.
+    """
+    if points is None:
+        if default_anchor is None:
+            raise ValueError("points is required: name at least one hook point")
+        if not reg.blocks:
+            raise ValueError(f"points=None means every block's '.{default_anchor}', but the registry found "
+                             "no residual blocks; pass point names")
+        return [f"{b}.{default_anchor}" for b in reg.blocks]
+    pts = [points] if isinstance(points, str) else list(points)
+    if not pts:
+        raise ValueError("points is empty: name at least one hook point")
+    if len(set(pts)) != len(pts):
+        raise ValueError(f"points has duplicates: {sorted({p for p in pts if pts.count(p) > 1})}")
+    for p in pts:
+        reg.point_info(p)  # KeyError with close matches for an unknown name
+    return pts

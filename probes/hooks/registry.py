@@ -19,7 +19,7 @@ Design (after TransformerLens' ``hook_points.py``): hooks live only inside a con
 ``run_with_cache`` call or a ``patch`` block — and are removed on exit, on success or error;
 only this registry's own handles are removed.  Every capture is a clone, taken when the hook
 fires, because timm blocks add the skip *in place* into the branch output (see
-``../shared/NOTES.md``).  Gradients come from tensor hooks registered as the forward runs:
+``docs/peers.md``).  Gradients come from tensor hooks registered as the forward runs:
 PyTorch gives such a hook the gradient w.r.t. the value *before* any later in-place change.
 """
 
@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from probes.core.model import AuditAdapter, Output, as_audit_model, output_probabilities
+from probes.core.model import AuditAdapter, Output, as_audit_model, class_probabilities
 from probes.core.resize import resize_mask
 from probes.hooks.adapters import BlockAdapter, find_adapter
 from probes.hooks.points import ActivationCache, PointSpec, join_point, unknown_point
@@ -385,9 +385,7 @@ class HookRegistry:
 
     def probabilities(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """Class probabilities ``(N, K)`` for channels-first ``x`` (softmax of logits, or as declared)."""
-        if isinstance(self.net, AuditAdapter):
-            return self.net.probabilities(x, dtype)
-        return output_probabilities(self.net(x), "logits", dtype=dtype)
+        return class_probabilities(self.net, x, dtype)
 
     # -- lookup ---------------------------------------------------------------------------
     def _spec(self, name: str) -> PointSpec:
@@ -458,6 +456,8 @@ class HookRegistry:
                 if s.spec.kind == "shortcut_identity":  # its gradient is resid_sum's
                     slots.append(_Slot(self._spec(join_point(s.spec.block, "resid_sum")), s.index, False, hidden=True))
         _warn_training(self.model)
+        if isinstance(self.net, AuditAdapter):
+            self.net.prepare(x)  # its one-time probe forward must not fire the capture hooks
         session = _Session(self, "capture", slots, grad=grad)
         session.install()
         try:

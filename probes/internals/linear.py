@@ -1,6 +1,6 @@
 """Layer-wise linear probes on global-average-pooled activations, with an anti-leakage protocol.
 
-``extract_features(reg, loader, points)`` streams a loader through the model once and keeps,
+``extract_features(model, loader, points)`` streams a loader through the model once and keeps,
 per hook point, the global-average-pooled activation ``GAP(a)_c = mean_p a_{c,p}`` over all
 spatial positions ``p`` (an ``(N, C)`` array per point), optionally cached on disk.
 
@@ -25,19 +25,26 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from probes.metrics.roc import auc as _auc
+from probes.core.result import Result, Summary, long_frame, render_summary, tidy
+from probes.core.validate import as_case_ids, as_labels, check_choice
+from probes.hooks.registry import HookRegistry, as_registry
+from probes.core.model import model_device
+from probes.hooks.points import as_points
+from probes.metrics.roc import auc
 
 __all__ = ["FeatureSet", "ProbeResult", "extract_features", "fit_linear_probes", "gap",
            "split_by_group"]
 
 SPLITS = ("train", "val", "test")
+# validation metric that chooses C → its sign in the minimised key (lower cross-entropy, higher AUC/accuracy)
+SELECT = {"cross_entropy": 1.0, "auc": -1.0, "accuracy": -1.0}
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 SplitSpec = Union[Sequence[float], Mapping[Any, str], Sequence[str], np.ndarray]
 
@@ -54,7 +61,7 @@ def gap(act: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class FeatureSet(Mapping[str, np.ndarray]):
+class FeatureSet(Result, Mapping[str, np.ndarray]):
     """Pooled features per point (``(N, C)`` float32 arrays) and their row manifest.
 
     ``case_ids``, ``labels`` (or None) and ``groups`` (patient ids; default the case ids) are
@@ -65,13 +72,14 @@ class FeatureSet(Mapping[str, np.ndarray]):
     case_ids: np.ndarray
     labels: np.ndarray | None
     groups: np.ndarray
+    title: ClassVar[str] = "Pooled features (global average per channel)"
 
     def __getitem__(self, point: str) -> np.ndarray:
         if point not in self.features:
             raise KeyError(f"no features for point {point!r}; points are {list(self.features)}")
         return self.features[point]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.features)
 
     def __len__(self) -> int:
@@ -82,11 +90,34 @@ class FeatureSet(Mapping[str, np.ndarray]):
         """Number of rows (samples)."""
         return len(self.case_ids)
 
-    def to_frame(self) -> pd.DataFrame:
-        """The manifest: row, case_id, label, group."""
+    def manifest(self) -> pd.DataFrame:
+        """One row per sample: row, case_id, label (NA when none), group."""
         return pd.DataFrame({"row": np.arange(self.n), "case_id": self.case_ids,
                              "label": self.labels if self.labels is not None else pd.NA,
                              "group": self.groups})
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy long copy: case_id, group, label (when known), point, channel, ``metric``
+        ("gap"), ``value``; points in order, then cases, then channels."""
+        parts = []
+        for point, a in self.features.items():
+            n, c = a.shape
+            cols = {"case_id": np.repeat(self.case_ids, c), "group": np.repeat(self.groups, c)}
+            if self.labels is not None:
+                cols["label"] = np.repeat(self.labels, c)
+            cols.update(point=point, channel=np.tile(np.arange(c), n), metric="gap", value=a.reshape(-1))
+            parts.append(pd.DataFrame(cols))
+        return tidy(pd.concat(parts, ignore_index=True))
+
+    def _summary_tables(self) -> pd.DataFrame:
+        return pd.DataFrame({"point": list(self.features),
+                             "channels": [a.shape[1] for a in self.features.values()],
+                             "cases": [a.shape[0] for a in self.features.values()]})
+
+    def _notes(self) -> Sequence[str]:
+        labels = "no labels" if self.labels is None else ", ".join(
+            f"{k} × label {v}" for v, k in zip(*np.unique(self.labels, return_counts=True)))
+        return (f"{self.n} cases from {len(set(self.groups))} groups (patients); {labels}",)
 
 
 def _unpack(batch: Any, keys: Mapping[str, str], start: int) -> tuple[Tensor, Any, list, list | None]:
@@ -173,26 +204,27 @@ def _write_cache(folder: Path, fs: FeatureSet, fp: str) -> None:
             used.add(name)
             meta["points"][p] = name
         np.save(folder / name, a)
-    man = fs.to_frame()[["case_id", "label", "group", "row"]]
+    man = fs.manifest()[["case_id", "label", "group", "row"]]
     man["label"] = pd.array(man["label"], dtype="Int64") if fs.labels is not None else pd.NA
     man.to_parquet(folder / "manifest.parquet", index=False)
     meta_f.write_text(json.dumps(meta, indent=1))
 
 
-def extract_features(reg, loader: Iterable[Any], points: str | Sequence[str], *,
+def extract_features(model: nn.Module | HookRegistry, loader: Iterable[Any], points: str | Sequence[str], *,
                      cache_dir: str | Path | None = None, image_key: str = "image",
                      label_key: str = "label", id_key: str = "case_id",
                      group_key: str = "patient_id") -> FeatureSet:
     """Global-average-pooled activations ``(N, C)`` per point, streamed batch by batch.
 
     Args:
-        reg: a ``probes.HookRegistry``; the model runs under ``torch.no_grad`` in its current
-            mode (``eval()`` it first) and is left as found.
+        model: an ``nn.Module`` or a ``HookRegistry`` on it; the model runs under
+            ``torch.no_grad`` in its current mode (``eval()`` it first), with its declared input
+            layout, and is left as found.
         loader: any iterable of batches: dicts (``image``/``label``/``case_id``/``patient_id``
             keys, e.g. ``audit.data.CohortDataset`` through a DataLoader), ``(x, y)`` tuples
             or bare tensors ``(N, C, *spatial)``. Missing ids become running row numbers;
             missing groups default to the case ids.
-        points: hook point name(s), e.g. ``[f"{b}.resid" for b in reg.blocks]``.
+        points: hook point name(s), e.g. ``[f"{b}.resid" for b in HookRegistry(model).blocks]``.
         cache_dir: if given, write one ``.npy`` per point plus ``manifest.parquet`` (case_id,
             label, group, row) and ``features.json`` (point → file, model fingerprint); a later
             call with the same model and points loads them without running the model. The
@@ -201,13 +233,8 @@ def extract_features(reg, loader: Iterable[Any], points: str | Sequence[str], *,
     Returns:
         FeatureSet with ``float32`` arrays; ``GAP(a)_c = (1/P) Σ_p a_{c,p}``.
     """
-    points = [points] if isinstance(points, str) else list(points)
-    if not points:
-        raise ValueError("points is empty: name at least one hook point")
-    if len(set(points)) != len(points):
-        raise ValueError(f"points has duplicates: {points}")
-    for p in points:
-        reg.point_info(p)  # unknown names raise KeyError with close matches, before any work
+    reg = as_registry(model)
+    points = as_points(reg, points)
     folder = Path(cache_dir) if cache_dir is not None else None
     fp = _fingerprint(reg.model) if folder is not None else ""
     if folder is not None:
@@ -215,7 +242,7 @@ def extract_features(reg, loader: Iterable[Any], points: str | Sequence[str], *,
         if cached is not None:
             return cached
     keys = {"image": image_key, "label": label_key, "case_id": id_key, "group": group_key}
-    device = next((p.device for p in reg.model.parameters()), torch.device("cpu"))
+    device = model_device(reg.model)
     feats: dict[str, list[np.ndarray]] = {p: [] for p in points}
     ids: list[str] = []
     labels: list[np.ndarray] = []
@@ -306,14 +333,14 @@ def _fraction_split(g: np.ndarray, fr: np.ndarray, labels, seed: int) -> np.ndar
 
 
 # -------------------------------------------------------------------------------- probes
-@dataclass(frozen=True)
-class ProbeResult:
+@dataclass(frozen=True, eq=False)
+class ProbeResult(Result):
     """Linear-probe results.
 
-    ``table``: tidy long frame with columns point, task ("real" | "control"), split, metric
-    (auc, accuracy, cross_entropy, n_samples, n_patients), value and C (chosen on val).
-    ``assignment``: row, group, split, label, control_label for every sample.
-    ``val_curve``: point, task, C, val metric per candidate C (the selection trace).
+    ``table`` (native): columns point, task ("real" | "control"), split, metric (auc,
+    accuracy, cross_entropy, n_samples, n_patients), value and C (chosen on val).
+    ``assignment``: row, case_id, group, split, label, control_label for every sample.
+    ``val_curve``: point, task, C, val metrics per candidate C (the selection trace).
     """
 
     table: pd.DataFrame
@@ -321,10 +348,20 @@ class ProbeResult:
     val_curve: pd.DataFrame
     select: str = "cross_entropy"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    title: ClassVar[str] = "Linear probes"
 
     def to_frame(self) -> pd.DataFrame:
-        """The tidy long table (a copy)."""
-        return self.table.copy()
+        """Tidy long copy: point, task, split, C (the probe's chosen C), ``metric``, ``value``."""
+        return tidy(self.table)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``probes`` (:meth:`to_frame`), ``assignment`` (case_id, group, split; metric label and
+        control_label) and ``val_curve`` (point, task, C; val auc, accuracy, cross_entropy)."""
+        a = self.assignment
+        labels = ["label"] + (["control_label"] if a["control_label"].notna().all() else [])
+        return {"probes": self.to_frame(),
+                "assignment": long_frame(a, ["case_id", "group", "split"], labels),
+                "val_curve": long_frame(self.val_curve, ["point", "task", "C"], ["auc", "accuracy", "cross_entropy"])}
 
     def wide(self) -> pd.DataFrame:
         """One row per (point, task): ``<split>_<metric>`` columns plus C, points in order."""
@@ -341,34 +378,20 @@ class ProbeResult:
         order = list(dict.fromkeys(self.table["point"]))
         return (w["real"] - w["control"]).rename("selectivity").reindex(order).reset_index()
 
-    def summary(self) -> str:
-        """Plain-text table: point, C, test AUC real/control, selectivity, split sizes."""
+    def summary(self) -> Summary:
+        """Per point: C, val and test AUC, control test AUC, selectivity; split sizes as notes."""
         w = self.wide()
-        real, ctrl = w[w.task == "real"].set_index("point"), w[w.task == "control"].set_index("point")
+        real = w[w.task == "real"].set_index("point")
+        ctrl = w[w.task == "control"].set_index("point")["test_auc"].reindex(real.index)
+        table = pd.DataFrame({"point": real.index, "C": real["C"].to_numpy(),
+                              "val_auc": real["val_auc"].to_numpy(), "test_auc": real["test_auc"].to_numpy(),
+                              "control_test_auc": ctrl.to_numpy(),
+                              "selectivity": (real["test_auc"] - ctrl).to_numpy()})
         a = self.assignment
         sizes = ", ".join(f"{s}: {int((a.split == s).sum())} samples / {a[a.split == s].group.nunique()} "
                           f"patients" for s in SPLITS)
-        lines = [f"Linear probes (C chosen on val by {self.select}; {sizes})",
-                 f"{'point':<28}{'C':>10}{'val AUC':>9}{'test AUC':>9}{'control':>9}{'select.':>9}"]
-        for p in real.index:
-            r, c = real.loc[p], ctrl.loc[p] if p in ctrl.index else None
-            cv = c["test_auc"] if c is not None else float("nan")
-            lines.append(f"{p:<28}{r['C']:>10.3g}{r['val_auc']:>9.3f}{r['test_auc']:>9.3f}"
-                         f"{cv:>9.3f}{r['test_auc'] - cv:>9.3f}")
-        return "\n".join(lines + list(self.notes))
-
-
-def _binary_labels(labels: Any, n: int) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"labels must be 1-D with one entry per sample ({n}), got shape {y.shape}")
-    if y.dtype.kind == "f" and np.isnan(y).any():
-        raise ValueError(f"labels contain {int(np.isnan(y).sum())} NaN value(s)")
-    vals = set(np.unique(y).tolist())
-    if not vals <= {0, 1}:
-        raise ValueError(f"labels must be binary 0/1 (linear probes are binary); found values "
-                         f"{sorted(vals, key=str)[:6]}")
-    return y.astype(int)
+        return render_summary(f"{self.title} (C chosen on val by {self.select})", table,
+                              [f"split sizes: {sizes}", *self.notes])
 
 
 def _control_labels(y: np.ndarray, g: np.ndarray, s: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -394,7 +417,7 @@ def _control_labels(y: np.ndarray, g: np.ndarray, s: np.ndarray, seed: int) -> t
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """AUC (Mann–Whitney), accuracy at p ≥ 0.5 and mean cross-entropy −[y ln p + (1−y) ln(1−p)]."""
     pc = np.clip(p, 1e-15, 1 - 1e-15)
-    return {"auc": _auc(y, p), "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
+    return {"auc": auc(y, p), "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
             "cross_entropy": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean())}
 
 
@@ -415,8 +438,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], Cs: Seque
             unconverged.append(C)
         m = _metrics(y[idx["val"]], clf.predict_proba(Z["val"])[:, 1])  # val rows only
         trace.append({"C": C, **m})
-        key = -m["auc"] if select == "auc" else (m["cross_entropy"] if select == "cross_entropy"
-                                                  else -m["accuracy"])
+        key = SELECT[select] * m[select]
         if best is None or key < best[0] - 1e-12:
             best = (key, C, clf)
     _, C, clf = best
@@ -425,14 +447,17 @@ def _fit_one(X: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], Cs: Seque
 
 
 def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] | None = None,
-                      groups: Sequence[Any] | None = None, *, split: SplitSpec = (0.6, 0.2, 0.2),
-                      Cs: Sequence[float] = DEFAULT_CS, select: str = "cross_entropy",
-                      control: bool = True, seed: int = 0, max_iter: int = 2000) -> ProbeResult:
+                      groups: Sequence[Any] | None = None, *, case_ids: Sequence[Any] | None = None,
+                      split: SplitSpec = (0.6, 0.2, 0.2), Cs: Sequence[float] = DEFAULT_CS,
+                      select: str = "cross_entropy", control: bool = True, seed: int = 0,
+                      max_iter: int = 2000) -> ProbeResult:
     """Fit one L2 logistic-regression probe per point with a patient-grouped train/val/test split.
 
     Args:
         features: point → ``(N, C)`` array (a :class:`FeatureSet` also supplies labels/groups).
         labels: binary 0/1 per sample. groups: patient id per sample (default: one per sample).
+        case_ids: one id per sample, kept in ``assignment`` (default: the FeatureSet's, else
+            ``"0"``, ``"1"``, ...).
         split: 3 fractions of patients (seeded, stratified by patient label), a mapping
             group → "train"/"val"/"test", or per-sample split names; see :func:`split_by_group`.
         Cs: candidate inverse regularisation strengths; the one with the best validation
@@ -447,6 +472,7 @@ def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] 
     if isinstance(features, FeatureSet):
         labels = features.labels if labels is None else labels
         groups = features.groups if groups is None else groups
+        case_ids = features.case_ids if case_ids is None else case_ids
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping point → (N, C) array")
     arrays = {str(p): np.asarray(a, dtype=np.float64) for p, a in features.items()}
@@ -458,12 +484,12 @@ def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] 
             raise ValueError(f"features[{p!r}] contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
     if labels is None:
         raise ValueError("labels are required (none given and the features carry none)")
-    y = _binary_labels(labels, n)
+    y = as_labels(labels, n, binary=True)
+    ids = as_case_ids(case_ids, n)
     g = np.asarray([str(v) for v in (groups if groups is not None else range(n))], object)
     if g.shape != (n,):
         raise ValueError(f"groups must have one entry per sample ({n}), got shape {g.shape}")
-    if select not in ("cross_entropy", "auc", "accuracy"):
-        raise ValueError(f"select must be 'cross_entropy', 'auc' or 'accuracy', got {select!r}")
+    check_choice(select, "select", list(SELECT))
     Cs = [float(c) for c in Cs]
     if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
         raise ValueError(f"Cs must be positive finite numbers, got {Cs}")
@@ -499,6 +525,6 @@ def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] 
         warnings.warn(f"logistic regression did not converge in {max_iter} iterations for "
                       f"{len(unconv)} fit(s), e.g. {unconv[:4]}", stacklevel=2)
         notes.append(f"note: {len(unconv)} fit(s) did not converge")
-    assignment = pd.DataFrame({"row": np.arange(n), "group": g, "split": s, "label": y,
+    assignment = pd.DataFrame({"row": np.arange(n), "case_id": ids, "group": g, "split": s, "label": y,
                                "control_label": yc if yc is not None else pd.NA})
     return ProbeResult(pd.DataFrame(rows), assignment, pd.DataFrame(curve), select, tuple(notes))

@@ -26,14 +26,14 @@ Derived ROI: ``extracranial`` = not ``brain`` (skull, scalp and background: what
 removes, as in a skull-stripped image). ``"no skull"`` removes only the ``skull`` mask (bone): a
 shortcut that extends into the scalp survives it, ``"no extracranial"`` does not.
 
-Masks are a dict ``name → (N, *spatial)`` or ``(N, 1, *spatial)`` bool arrays/tensors. A known
-ROI missing from the dict (``KNOWN_ROIS``, e.g. ``marker`` in a cohort without markers) is an
+``masks`` is ``{roi name: (N, *spatial) or (N, 1, *spatial)}``, boolean or 0/1 arrays/tensors.
+A known ROI missing from it (``KNOWN_ROIS``, e.g. ``marker`` in a cohort without markers) is an
 empty mask; an unknown name is an error listing the valid ones.
 
 :func:`ablation_study` runs the model on every condition and reports per case probabilities,
 ROC points (``sklearn.metrics.roc_curve``), AUC with DeLong CI, the paired DeLong test against
-the unablated AUC (``probes.roc.delong``; DeLong et al. 1988), and the per-class shift of the
-probabilities with a Wilcoxon signed-rank test (paired: the same cases before and after).
+the unablated AUC (``probes.metrics.roc.delong``; DeLong et al. 1988), and the per-class shift
+of the probabilities with a Wilcoxon signed-rank test (paired: the same cases before and after).
 """
 
 from __future__ import annotations
@@ -41,14 +41,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage, stats
-from torch import nn
+from torch import Tensor, nn
 
+from probes.core.model import Output, as_audit_model, class_probabilities, model_device, model_state
+from probes.core.result import Result, long_frame
+from probes.core.validate import as_case_ids, as_labels, as_mask, as_masks, check_alpha, check_int, to_numpy
+from probes.interventions.inputs import declares_probabilities, is_case_collection, stack_cases
 from probes.metrics.roc import delong
 
 __all__ = ["AblationSpec", "AblationStudy", "KNOWN_ROIS", "FILLS", "parse_spec", "ablation_mask",
@@ -144,33 +148,20 @@ def parse_spec(spec: str | AblationSpec, fill: str | None = None, *,
 
 
 # ------------------------------------------------------------------------------------ ablate
-def _np(a: Any) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def _mask(name: str, masks: Mapping[str, Any], n: int, spatial: tuple[int, ...]) -> np.ndarray:
+def _mask(name: str, masks: Mapping[str, Any], ref_shape: tuple[int, ...]) -> np.ndarray:
+    """ROI ``name`` as (N, *spatial) bool: from ``masks``, derived (extracranial) or empty."""
     if name == "extracranial" and name not in masks:  # derived: what skull stripping removes
         if "brain" not in masks:
             raise ValueError("ROI 'extracranial' is the complement of the 'brain' mask, but masks "
                              f"has no 'brain' (masks: {sorted(masks)})")
-        return ~_mask("brain", masks, n, spatial)
+        return ~_mask("brain", masks, ref_shape)
     if name not in masks:
-        return np.zeros((n, *spatial), bool)
-    m = _np(masks[name])
-    if m.ndim == len(spatial) + 2 and m.shape[1] == 1:
-        m = m[:, 0]
-    if m.shape != (n, *spatial):
-        raise ValueError(f"mask {name!r} has shape {m.shape}; expected (N, *spatial) = "
-                         f"{(n, *spatial)} or (N, 1, *spatial)")
-    if m.dtype != bool:
-        if not np.isin(m, (0, 1)).all():
-            raise ValueError(f"mask {name!r} ({m.dtype}) must be boolean or 0/1")
-        m = m.astype(bool)
-    return m
+        return np.zeros((ref_shape[0], *ref_shape[2:]), bool)
+    return as_mask(masks[name], ref_shape, f"masks[{name!r}]", "x", binary=True)
 
 
 def _check_x(x: Any) -> np.ndarray:
-    a = _np(x)
+    a = to_numpy(x, "x")
     if a.ndim < 3 or 0 in a.shape or a.dtype.kind not in "biuf":
         raise ValueError(f"x must be a real (N, C, *spatial) array/tensor, got shape {a.shape}, "
                          f"{a.dtype}")
@@ -192,7 +183,7 @@ def ablation_mask(x: Any, masks: Mapping[str, Any], spec: str | AblationSpec) ->
     if sp.top_percent is None:
         out = np.zeros((n, *spatial), bool)
         for r in sp.rois:
-            out |= _mask(r, masks, n, spatial)
+            out |= _mask(r, masks, a.shape)
         return out[:, None]
     v = int(np.prod(spatial))
     q = min(v, math.ceil(sp.top_percent * v / 100 - 1e-9))
@@ -207,7 +198,7 @@ def ablation_mask(x: Any, masks: Mapping[str, Any], spec: str | AblationSpec) ->
 
 def _fill(a: np.ndarray, remove: np.ndarray, sp: AblationSpec,
           masks: Mapping[str, Any]) -> np.ndarray:
-    n, c, spatial = a.shape[0], a.shape[1], tuple(a.shape[2:])
+    n, spatial = a.shape[0], tuple(a.shape[2:])
     ax = tuple(range(2, a.ndim))
     if sp.fill == "zero":
         return np.zeros_like(a)
@@ -215,7 +206,7 @@ def _fill(a: np.ndarray, remove: np.ndarray, sp: AblationSpec,
         if "brain" not in masks:
             raise ValueError("fill='brain_mean' needs a 'brain' mask in masks; got masks "
                              f"{sorted(masks)}")
-        b = _mask("brain", masks, n, spatial)[:, None]
+        b = _mask("brain", masks, a.shape)[:, None]
         cnt = b.sum(axis=ax, keepdims=True)
         if (cnt == 0).any():
             raise ValueError(f"fill='brain_mean': the brain mask is empty in case(s) "
@@ -252,69 +243,80 @@ def ablate(x: Any, masks: Mapping[str, Any], spec: str | AblationSpec,
 
 
 # ------------------------------------------------------------------------------------ study
-@dataclass(frozen=True)
-class AblationStudy:
-    """Results of :func:`ablation_study` (tidy tables).
+_SUMMARY_COLUMNS = ["condition", "auc", "ci_low", "ci_high", "delta_auc", "p", "shift_0", "shift_p_0",
+                    "shift_1", "shift_p_1"]
 
-    ``per_case``: condition, case_id, label, prob. ``per_condition``: condition, n, auc, se,
-    ci_low, ci_high (DeLong Wald CI of the AUC), delta_auc (vs ``"none"``), delta_ci_low,
-    delta_ci_high, z, p (paired DeLong), and per class ``mean_prob_{0,1}``, ``shift_{0,1}``
-    (mean change vs unablated) and ``shift_p_{0,1}`` (Wilcoxon signed-rank).
-    ``roc``: condition, fpr, tpr, threshold (sklearn ``roc_curve``).
+
+@dataclass(frozen=True, eq=False)
+class AblationStudy(Result):
+    """Results of :func:`ablation_study`.
+
+    Native (wide) tables, kept for convenience: ``per_case`` (condition, case_id, label, prob);
+    ``per_condition`` (condition, n, auc, se, ci_low, ci_high (DeLong Wald CI of the AUC),
+    delta_auc (vs ``"none"``), delta_ci_low, delta_ci_high, z, p (paired DeLong), and per true
+    class k ∈ {0, 1} ``mean_prob_k``, ``shift_k`` (mean change vs unablated) and ``shift_p_k``
+    (Wilcoxon signed-rank)); ``roc`` (condition, fpr, tpr, threshold; sklearn ``roc_curve``).
+
+    ``to_frame()`` is the per-condition table in the long format (condition, metric, value);
+    ``tables()`` adds ``per_case`` (case_id, condition, label, metric ``prob``, value) and
+    ``roc`` (condition, point, metric ∈ fpr/tpr/threshold, value).
     """
 
     per_case: pd.DataFrame
     per_condition: pd.DataFrame
     roc: pd.DataFrame
     alpha: float = 0.05
+    target: int = 1
+    title: ClassVar[str] = "Ablation study"
 
     def to_frame(self) -> pd.DataFrame:
-        """The per-condition table."""
-        return self.per_condition
+        """Per-condition measurements, long: condition, metric, value."""
+        return long_frame(self.per_condition, ["condition"])
 
-    def summary(self) -> str:
-        """One line per condition: AUC [CI], ΔAUC, DeLong p, mean probability shift per class."""
-        lvl = int(round(100 * (1 - self.alpha)))
-        lines = [f"Ablation study: AUC with DeLong {lvl}% CI; ΔAUC vs 'none' (paired DeLong); "
-                 f"shift = mean change of P(class 1) per true class (Wilcoxon p)"]
-        for r in self.per_condition.itertuples():
-            lines.append(f"  {r.condition:<28} AUC {r.auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]  "
-                         f"Δ {r.delta_auc:+.3f} (p={r.p:.3g})  shift0 {r.shift_0:+.3f} "
-                         f"(p={r.shift_p_0:.3g})  shift1 {r.shift_1:+.3f} (p={r.shift_p_1:.3g})")
-        return "\n".join(lines)
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``per_condition`` (= ``to_frame()``), ``per_case`` and ``roc``, each long."""
+        roc = self.roc.assign(point=self.roc.groupby("condition", sort=False).cumcount())
+        return {"per_condition": self.to_frame(),
+                "per_case": long_frame(self.per_case, ["case_id", "condition", "label"], ["prob"]),
+                "roc": long_frame(roc, ["condition", "point"], ["fpr", "tpr", "threshold"])}
 
+    def _summary_tables(self) -> pd.DataFrame:
+        return self.per_condition[_SUMMARY_COLUMNS]
 
-def _from_cohort(cohort: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str]]:
-    """Stack a cohort-like iterable of cases exposing ``image``, ``masks``, ``label``, ``case_id``."""
-    cases = list(cohort)
-    if not cases or not all(hasattr(c, a) for c in cases for a in ("image", "masks", "label")):
-        raise TypeError("x must be a tensor/array (N, C, *spatial) or a non-empty iterable of "
-                        "cases with .image, .masks, .label (e.g. audit.data.Cohort)")
-    shapes = {np.shape(c.image) for c in cases}
-    if len(shapes) != 1:
-        raise ValueError(f"cases have different image shapes {sorted(shapes)}; resample first")
-    x = np.stack([np.asarray(c.image, np.float32) for c in cases])
-    spatial = x.shape[2:]
-    names = dict.fromkeys(k for c in cases for k in c.masks)
-    masks = {k: np.stack([np.asarray(c.masks[k], bool) if k in c.masks else np.zeros(spatial, bool)
-                          for c in cases]) for k in names}
-    labels = np.array([-1 if c.label is None else c.label for c in cases])
-    ids = [str(getattr(c, "case_id", i)) for i, c in enumerate(cases)]
-    return x, labels, masks, ids
+    def _notes(self) -> Sequence[str]:
+        lvl = f"{100 * (1 - self.alpha):g}"
+        return (f"AUC of P(class {self.target}) with its DeLong {lvl}% CI (ci_low, ci_high); delta_auc: "
+                "AUC(condition) − AUC('none') with the paired DeLong p.",
+                f"shift_k: mean change of P(class {self.target}) among cases of true class k, with the "
+                "Wilcoxon signed-rank p (shift_p_k).")
 
 
-def _probs(model: nn.Module, x: np.ndarray, target: int, batch_size: int,
-           masks: Mapping[str, Any], sp: AblationSpec, device: torch.device) -> np.ndarray:
+def _target_probability(net: nn.Module, xb: Tensor, target: int) -> Tensor:
+    """P(class ``target``) per case: softmax over K ≥ 2 outputs; one output is the class-1 logit
+    (sigmoid), or P(class 1) for a model declared to return probabilities; P(0) = 1 − P(1)."""
+    if declares_probabilities(net):
+        p = class_probabilities(net, xb)
+    else:
+        logits = net(xb)
+        if logits.dim() != 2:
+            raise ValueError(f"model output must be (N, K) logits, got shape {tuple(logits.shape)}")
+        p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+    if p.shape[1] == 1:
+        if target not in (0, 1):
+            raise ValueError(f"target={target}: a model with one output scores classes 0 and 1 only")
+        return p[:, 0] if target == 1 else 1 - p[:, 0]
+    if not 0 <= target < p.shape[1]:
+        raise ValueError(f"target={target} is not a class of the model's {p.shape[1]} outputs")
+    return p[:, target]
+
+
+def _probs(net: nn.Module, x: np.ndarray, target: int, batch_size: int,
+           masks: Mapping[str, np.ndarray], sp: AblationSpec, device: torch.device) -> np.ndarray:
     out = []
     for i in range(0, x.shape[0], batch_size):
         sl = slice(i, i + batch_size)
-        xb = ablate(x[sl], {k: _np(v)[sl] for k, v in masks.items()}, sp)
-        logits = model(torch.as_tensor(xb, dtype=torch.float32, device=device))
-        if logits.dim() != 2:
-            raise ValueError(f"model output must be (N, K) logits, got shape {tuple(logits.shape)}")
-        if logits.shape[1] > 1 and not 0 <= target < logits.shape[1]:
-            raise ValueError(f"target={target} is not a class of the model's {logits.shape[1]} outputs")
-        p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, target]
+        xb = ablate(x[sl], {k: v[sl] for k, v in masks.items()}, sp)
+        p = _target_probability(net, torch.as_tensor(xb, dtype=torch.float32, device=device), target)
         out.append(p.double().cpu().numpy())
     return np.concatenate(out)
 
@@ -328,69 +330,73 @@ def _shift_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.wilcoxon(b, a, zero_method="zsplit").pvalue)
 
 
-def ablation_study(model: nn.Module, x: Any, specs: Sequence[str | AblationSpec], *,
+def _check_target(target: Any) -> int:
+    if isinstance(target, (str, AblationSpec, list, tuple)):
+        raise TypeError(f"target (the third argument) is the class whose probability is scored, an int; "
+                        f"got {target!r}. The specs come fourth: ablation_study(model, x, 1, ['no skull'])")
+    return check_int(target, "target", 0)
+
+
+def ablation_study(model: nn.Module, x: Any, target: int, specs: Sequence[str | AblationSpec], *,
                    labels: Any = None, masks: Mapping[str, Any] | None = None,
-                   case_ids: Sequence[str] | None = None, fill: str = "zero", target: int = 1,
-                   batch_size: int = 32, alpha: float = 0.05) -> AblationStudy:
+                   case_ids: Sequence[Any] | None = None, fill: str = "zero", batch_size: int = 32,
+                   alpha: float = 0.05, output: Output = None) -> AblationStudy:
     """Run ``model`` on every ablation condition and compare each ROC with the unablated one.
 
     ``x``: tensor/array (N, C, *spatial) with ``labels`` (N,) 0/1 and ``masks``, or a cohort-like
-    iterable of cases (``.image``, ``.masks``, ``.label``, ``.case_id``; masks absent in a case
-    are empty). ``"none"`` is always evaluated first. Scores are P(class ``target``) =
-    softmax(logits)[target] (sigmoid for one output). Per condition: AUC with DeLong CI, paired
-    DeLong test of AUC_condition − AUC_none on the same cases, and per true class the mean
+    iterable of cases (``.image``, ``.masks``, ``.label``, ``.case_id``; a mask absent in a case
+    is empty there; ``labels``, ``masks`` (per ROI name) and ``case_ids`` given override the
+    cohort's). ``target``: the class whose probability P(class ``target``) is the score (1 for
+    the positive class of a binary model); the ROC takes label 1 as positive. ``"none"`` is
+    always evaluated first. Scores are softmax(logits)[target] (a one-output model: its sigmoid
+    is P(class 1)); ``output`` says how to read the model's output (``None``: as the model
+    declares, see ``probes.core.as_audit_model``; ``"logits"``, ``"probabilities"``, ...).
+
+    Per condition: AUC with DeLong CI at level 1 − ``alpha``, paired DeLong test of
+    AUC_condition − AUC_none on the same cases (DeLong et al. 1988), and per true class the mean
     probability, its shift vs unablated and a Wilcoxon signed-rank p. The model runs under
-    ``torch.no_grad()`` in eval mode; its per-module training flags are restored.
+    ``torch.no_grad()`` in eval mode (``probes.core.model_state``); its modes are restored.
     """
     from sklearn.metrics import roc_curve
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(x, (torch.Tensor, np.ndarray)):
+    target = _check_target(target)
+    if isinstance(specs, (str, AblationSpec)):
+        raise TypeError(f"specs must be a sequence of specs, got the single spec {specs!r}; pass [{specs!r}]")
+    if is_case_collection(x):
+        cases = stack_cases(x)
+        a = _check_x(cases.x)
+        if labels is None:
+            if not cases.all_labelled:
+                missing = [c for c, lab in zip(cases.case_ids, cases.labels) if lab is None]
+                raise ValueError(f"labels: case(s) {missing[:5]} of x have no label; pass labels=")
+            labels = list(cases.labels)
+        masks = {**cases.masks, **dict(masks or {})}
+        case_ids = cases.case_ids if case_ids is None else case_ids
+    else:
         a = _check_x(x)
         if labels is None:
             raise ValueError("labels are required when x is a tensor/array")
         masks = dict(masks or {})
-        ids = [str(i) for i in range(a.shape[0])] if case_ids is None else [str(c) for c in case_ids]
-    else:
-        a, lab_c, m_c, ids_c = _from_cohort(x)
-        labels = lab_c if labels is None else labels
-        masks = m_c if masks is None else dict(masks)
-        ids = ids_c if case_ids is None else [str(c) for c in case_ids]
-    y = _np(labels).reshape(-1)
-    if y.shape[0] != a.shape[0] or not np.isin(y, (0, 1)).all():
-        raise ValueError(f"labels must be N={a.shape[0]} values in {{0, 1}}, got shape "
-                         f"{_np(labels).shape} with values {np.unique(y)[:5].tolist()}")
-    for k, v in masks.items():
-        if np.shape(v)[:1] != (a.shape[0],):
-            raise ValueError(f"mask {k!r} has shape {tuple(np.shape(v))}; expected N={a.shape[0]} "
-                             "cases first: (N, *spatial) or (N, 1, *spatial)")
-    if len(ids) != a.shape[0]:
-        raise ValueError(f"case_ids has {len(ids)} entries for N={a.shape[0]} cases")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    y = y.astype(int)
+    n = a.shape[0]
+    y = as_labels(labels, n)
+    ids = as_case_ids(case_ids, n)
+    masks = as_masks(masks, a.shape, binary=True) if masks else {}
+    batch_size = check_int(batch_size, "batch_size")
+    alpha = check_alpha(alpha)
     parsed = [parse_spec(s, fill, valid_rois=masks.keys()) for s in specs]
     for sp in parsed:  # validate masks/fill on a tiny slice before spending model time
-        ablate(a[:1], {k: _np(v)[:1] for k, v in masks.items()}, sp)
+        ablate(a[:1], {k: v[:1] for k, v in masks.items()}, sp)
     conds = [AblationSpec(fill=fill)] + [s for s in parsed if s.rois or s.top_percent is not None]
     names = list(dict.fromkeys(s.name if s.rois or s.top_percent is not None else "none"
                                for s in conds))
     by_name = {("none" if not (s.rois or s.top_percent is not None) else s.name): s for s in conds}
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    flags = {m: m.training for m in model.modules()}
+    net, device = as_audit_model(model, output), model_device(model)
     probs: dict[str, np.ndarray] = {}
-    try:
-        model.eval()
-        with torch.no_grad():
-            for nm in names:
-                probs[nm] = _probs(model, a, target, batch_size, masks, by_name[nm], device)
-    finally:
-        for m, f in flags.items():
-            m.training = f
+    with model_state(model, warn="ablation_study"), torch.no_grad():
+        for nm in names:
+            probs[nm] = _probs(net, a, target, batch_size, masks, by_name[nm], device)
     base = probs["none"]
     rows, per_case, rocs = [], [], []
     for nm in names:
@@ -414,4 +420,4 @@ def ablation_study(model: nn.Module, x: Any, specs: Sequence[str | AblationSpec]
         fpr, tpr, thr = roc_curve(y, p)
         rocs.append(pd.DataFrame({"condition": nm, "fpr": fpr, "tpr": tpr, "threshold": thr}))
     return AblationStudy(pd.concat(per_case, ignore_index=True), pd.DataFrame(rows),
-                         pd.concat(rocs, ignore_index=True), alpha)
+                         pd.concat(rocs, ignore_index=True), alpha, target)

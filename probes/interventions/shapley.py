@@ -10,53 +10,50 @@ coalitions once and reuses it for every player (φ = W·v with a fixed ±weight 
 Captum's ``ShapleyValues`` walks all M! permutations (M!·M + 1 = 97 evaluations for 4
 contrasts against 16 here).
 
-:func:`modality_shapley` builds all 2^M coalition inputs of a cohort in batches (one forward per
+:func:`contrast_shapley` builds all 2^M coalition inputs of a cohort in batches (one forward per
 chunk) and supports three fills for an absent contrast (the choice decides the answer):
 
 * ``"zero"`` — the contrast is set to 0 (Jin et al.; BraTS 2024 Shapley study). Zero is out of
   distribution for a normalised MRI contrast and can hand importance to a contrast that carries
   no label information.
 * ``"mean"`` — the contrast is set to the case's mean of that contrast over the brain (the
-  ``brain`` mask when given, else the whole image), everywhere.
+  ``masks["brain"]`` ROI when given, else the whole image), everywhere.
 * ``"marginal"`` — interventional Shapley: for draw d the absent contrasts of case i are taken
   from case π_d(i), π_d a seeded derangement of the cohort (no case is its own donor); v(S) is
-  averaged over ``n_draws`` draws (default 8). Inputs stay in distribution contrast by contrast;
-  the Monte-Carlo error shrinks like 1/√(n_draws·N) for cohort means (per-draw φ are kept in
-  ``phi_draws`` so that their spread can be reported).
+  averaged over ``n_samples`` draws (default 8). Inputs stay in distribution contrast by
+  contrast; the Monte-Carlo error shrinks like 1/√(n_samples·N) for cohort means (per-draw φ
+  are kept in ``phi_samples`` so that their spread can be reported).
 
-Rankings: :func:`contrast_ranking` (rank 1 = largest φ; ties within ``tol`` share the *minimum*
-rank, "competition" ranking 1-2-3-3, which is how the BraTS study writes its clinical reference
-T1c=1, FLAIR=2, T1/T2=3). Agreement: :func:`normalized_spearman_footrule` returns
-``1 − F/F_max`` (1 = identical, 0 = most discordant), F = Σ|r_i − s_i| (Spearman 1906; Diaconis &
-Graham 1977) and F_max the largest F any competition ranking of M items reaches against the
-reference's tie structure (brute force). :func:`ranking_variance` gives the spread of rankings
-across folds (or draws).
+Rankings, footrule agreement and ranking variance live in :mod:`probes.interventions.shapley_rank`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from probes.interventions.shapley_rank import (RankingVariance, contrast_ranking, footrule_max,
-                           normalized_spearman_footrule, ranking_variance)
+from probes.core.model import Output, as_audit_model, model_state
+from probes.core.result import Result, tidy
+from probes.core.stats import dice
+from probes.core.validate import (Target, as_case_ids, as_labels, as_mask, as_targets, check_choice,
+                                  check_class_range, check_int)
+from probes.core.model import class_probabilities, model_device
+from probes.interventions.inputs import is_case_collection, stack_cases
+from probes.interventions.shapley_rank import contrast_frame, contrast_ranking
+from probes.metrics.roc import auc
 
-__all__ = ["EfficiencyWarning", "exact_shapley", "shapley_from_values", "coalition_masks",
-           "ModalityShapley", "modality_shapley", "contrast_ranking",
-           "normalized_spearman_footrule", "footrule_max", "RankingVariance", "ranking_variance",
-           "baseline_disagreement"]
+__all__ = ["EfficiencyWarning", "exact_shapley", "shapley_from_values", "coalition_masks", "ContrastShapley",
+           "contrast_shapley", "ABSENT", "METRICS", "MAX_PLAYERS"]
 
 ABSENT = ("zero", "mean", "marginal")
-METRICS = ("accuracy", "auc", "prob", "logit", "dice")
-_PER_CASE = ("accuracy", "prob", "logit", "dice")
 MAX_PLAYERS = 12
 
 
@@ -140,14 +137,21 @@ def exact_shapley(value_fn: Callable[[np.ndarray], Any], n_players: int, *,
     return shapley_from_values(np.stack(vals), tol=tol)
 
 
-# ----------------------------------------------------------------- modality Shapley
-@dataclass(frozen=True)
-class ModalityShapley:
-    """Contrast Shapley values of a model on a cohort.
+# ------------------------------------------------------------------ contrast Shapley
+@dataclass(frozen=True, eq=False)
+class ContrastShapley(Result):
+    """Contrast Shapley values of a model on a cohort (:func:`contrast_shapley`).
 
     ``phi``: (M,) cohort-level or (N, M) per case; ``values``: coalition values (2^M,) or
-    (2^M, N), averaged over draws; ``phi_draws``: (D, [N,] M) per marginal draw (D = 1 for
-    zero/mean); ``efficiency_error``: max |Σφ − (v(all) − v(∅))|.
+    (2^M, N), averaged over samples (row s = coalition s of :func:`coalition_masks`);
+    ``phi_samples``: (D, [N,] M) per marginal draw (D = 1 for zero/mean); ``derangements``:
+    (D, N) donor cases of the marginal draws (``None`` otherwise); ``efficiency_error``:
+    max |Σφ − (v(all) − v(∅))|; ``metric``: the value function's name.
+
+    ``to_frame()``: case_id (``"cohort"`` for a cohort-level result), contrast, absent,
+    value_function, metric ∈ {``phi``, ``rank``}, value. ``tables()`` adds ``coalitions``:
+    case_id, coalition (present contrasts joined by ``+``, ``"none"`` for ∅), metric (the value
+    function), value.
     """
 
     phi: np.ndarray
@@ -157,98 +161,181 @@ class ModalityShapley:
     metric: str
     absent: str
     per_case: bool
-    n_draws: int
-    phi_draws: np.ndarray
+    n_samples: int
+    phi_samples: np.ndarray
     efficiency_error: float
     tol: float = 1e-9
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    derangements: np.ndarray | None = None
+    title: ClassVar[str] = "Contrast Shapley values"
 
     def ranking(self) -> np.ndarray:
         """Contrast ranks (1 = most important; ties share the min rank), shape like ``phi``."""
         return contrast_ranking(self.phi, tol=self.tol)
 
+    def _case_labels(self) -> list[str]:
+        return list(self.case_ids) if self.per_case else ["cohort"]
+
     def to_frame(self) -> pd.DataFrame:
-        """Long table: case_id (or "cohort"), contrast, phi, rank, absent, metric."""
-        phi, rank = np.atleast_2d(self.phi), np.atleast_2d(self.ranking())
-        cases = self.case_ids if self.per_case else ("cohort",)
-        rows = [{"case_id": c, "contrast": ch, "phi": float(phi[i, j]), "rank": int(rank[i, j]),
-                 "absent": self.absent, "metric": self.metric}
-                for i, c in enumerate(cases) for j, ch in enumerate(self.contrasts)]
-        return pd.DataFrame(rows)
+        """Long table of φ and rank: case_id, contrast, absent, value_function, metric, value."""
+        return contrast_frame(self._case_labels(), self.contrasts,
+                              {"phi": np.atleast_2d(self.phi), "rank": np.atleast_2d(self.ranking())},
+                              absent=self.absent, value_function=self.metric)
 
-    def summary(self) -> str:
-        """Text table of φ and rank per contrast (cohort level, or the mean over cases)."""
-        phi = self.phi if not self.per_case else self.phi.mean(0)
-        lines = [f"Contrast Shapley ({self.metric}, absent={self.absent!r}, "
-                 f"{'per case, mean shown' if self.per_case else 'cohort'}; draws={self.n_draws}; "
-                 f"efficiency error {self.efficiency_error:.2e})"]
-        for ch, p, r in zip(self.contrasts, phi, contrast_ranking(phi, tol=self.tol)):
-            lines.append(f"  {ch:>10s}  phi={p:+.5f}  rank={r}")
-        return "\n".join(lines)
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``phi`` (= ``to_frame()``) and ``coalitions`` (the value of every coalition)."""
+        masks = coalition_masks(len(self.contrasts))
+        names = ["+".join(c for c, on in zip(self.contrasts, row) if on) or "none" for row in masks]
+        vals = np.asarray(self.values).reshape(len(names), -1)            # (2^M, cases)
+        cases = self._case_labels()
+        coal = pd.DataFrame({"case_id": np.tile(cases, len(names)), "coalition": np.repeat(names, len(cases)),
+                             "metric": self.metric, "value": vals.reshape(-1)})
+        return {"phi": self.to_frame(), "coalitions": tidy(coal)}
+
+    def _summary_tables(self) -> pd.DataFrame:
+        phi = self.phi.mean(0) if self.per_case else self.phi
+        return pd.DataFrame({"contrast": self.contrasts, "phi": phi,
+                             "rank": contrast_ranking(phi, tol=self.tol)})
+
+    def _notes(self) -> Sequence[str]:
+        scope = f"per case, mean over {len(self.case_ids)} cases shown" if self.per_case else "cohort"
+        return (f"value function {self.metric!r}; absent contrasts {self.absent!r}; {scope}; "
+                f"{self.n_samples} sample(s); efficiency error {self.efficiency_error:.2e}",)
 
 
-def _unpack(data: Any, labels: Any, target_masks: Any, brain: Any, channel_names: Any,
-            seg_target: str) -> tuple:
-    """Tensor input, or a Cohort-like object (duck typing: .channels, .case_ids, iterable cases
-    with .image, .label and .masks)."""
-    case_ids = None
-    if not isinstance(data, torch.Tensor) and hasattr(data, "channels") and hasattr(data, "case_ids"):
-        cases = list(data)
-        if not cases:
-            raise ValueError("data is an empty cohort")
-        x = torch.from_numpy(np.stack([np.asarray(c.image, np.float32) for c in cases]))
-        channel_names = tuple(data.channels) if channel_names is None else channel_names
-        case_ids = tuple(data.case_ids)
-        if labels is None and all(c.label is not None for c in cases):
-            labels = [c.label for c in cases]
-        if target_masks is None and all(seg_target in c.masks for c in cases):
-            target_masks = np.stack([c.masks[seg_target] for c in cases])
-        if brain is None and all("brain" in c.masks for c in cases):
-            brain = np.stack([c.masks["brain"] for c in cases])
-    elif isinstance(data, torch.Tensor):
-        x = data.detach()
+@dataclass(frozen=True)
+class _Game:
+    """What one value function reads and computes.
+
+    ``reads``: ``"probabilities"`` ((N, K) float64, ``class_probabilities``) or ``"scores"`` (the
+    model's logit-like output, ``as_audit_model``); ``classes(target, labels, n)``: the class
+    index per case it needs (or ``None``); ``value(out, idx, classes, truth)``: per-case values
+    (``auc`` keeps the score of each case and is turned into a cohort AUC afterwards);
+    ``class_scores``: the output must be (n, K); ``needs_truth``: it reads ``masks[truth_roi]``.
+    """
+
+    reads: str
+    classes: Callable[[Any, Any, int], Tensor | None]
+    value: Callable[[Tensor, Tensor, Tensor | None, np.ndarray | None], Tensor]
+    needs_labels: bool = False
+    per_case: bool = True
+    class_scores: bool = True
+    needs_truth: bool = False
+
+
+def _need_labels(metric: str, labels: Any, n: int) -> Tensor:
+    if labels is None:
+        raise ValueError(f"metric={metric!r} needs labels (N,) (or target= for prob/logit)")
+    return torch.from_numpy(as_labels(labels, n, binary=False)).long()
+
+
+def _target_or_labels(metric: str) -> Callable[[Any, Any, int], Tensor]:
+    return lambda target, labels, n: (as_targets(target, n) if target is not None
+                                      else _need_labels(metric, labels, n))
+
+
+def _no_target(metric: str, labelled: bool = False) -> Callable[[Any, Any, int], Tensor | None]:
+    """Refuses a target; with ``labelled`` the case labels are the classes."""
+    def classes(target: Any, labels: Any, n: int) -> Tensor | None:
+        if target is not None:
+            raise ValueError(f"metric={metric!r} does not use target; leave target=None")
+        return _need_labels(metric, labels, n) if labelled else None
+    return classes
+
+
+def _auc_class(target: Any, labels: Any, n: int) -> Tensor:
+    cls = 1 if target is None else check_int(target, "target (one class for metric='auc')", 0)
+    return torch.full((n,), cls, dtype=torch.long)
+
+
+def _segment_class(target: Any, labels: Any, n: int) -> Tensor | None:
+    return None if target is None else as_targets(target, n)
+
+
+def _gather(out: Tensor, idx: Tensor, cls: Tensor | None, truth: np.ndarray | None) -> Tensor:
+    c = cls[idx].to(out.device)
+    check_class_range(c, out.shape[1])
+    return out.double().gather(1, c[:, None])[:, 0]
+
+
+def _accuracy(out: Tensor, idx: Tensor, cls: Tensor | None, truth: np.ndarray | None) -> Tensor:
+    return (out.argmax(1) == cls[idx].to(out.device)).double()
+
+
+def _dice(out: Tensor, idx: Tensor, cls: Tensor | None, truth: np.ndarray | None) -> Tensor:
+    label = out.argmax(1)
+    if cls is None:
+        pred = label > 0
     else:
-        raise TypeError(f"data must be a tensor (N, C, *spatial) or a Cohort, got "
-                        f"{type(data).__name__}")
-    if x.dim() < 3 or 0 in x.shape or not x.is_floating_point():
-        raise ValueError(f"data must be a floating tensor (N, C, *spatial), got shape "
-                         f"{tuple(x.shape)} ({x.dtype})")
-    n, c = x.shape[:2]
-    names = tuple(channel_names) if channel_names is not None else tuple(f"c{j}" for j in range(c))
+        c = cls[idx].to(out.device)
+        check_class_range(c, out.shape[1])
+        pred = label == c.view(-1, *(1,) * (label.dim() - 1))
+    return torch.from_numpy(dice(pred.cpu().numpy(), truth[idx.numpy()]))
+
+
+METRICS: dict[str, _Game] = {
+    "prob": _Game("probabilities", _target_or_labels("prob"), _gather),
+    "logit": _Game("scores", _target_or_labels("logit"), _gather),
+    "accuracy": _Game("scores", _no_target("accuracy", labelled=True), _accuracy, needs_labels=True),
+    "auc": _Game("probabilities", _auc_class, _gather, needs_labels=True, per_case=False),
+    "dice": _Game("scores", _segment_class, _dice, class_scores=False, needs_truth=True),
+}
+
+
+def _callable_game(metric: Callable) -> _Game:
+    def value(out: Tensor, idx: Tensor, cls: Tensor | None, truth: np.ndarray | None) -> Tensor:
+        return torch.as_tensor(metric(out, idx)).double().reshape(len(idx))
+    return _Game("scores", _no_target(getattr(metric, "__name__", "custom")), value, class_scores=False)
+
+
+def _unpack(x: Any, labels: Any, masks: Mapping[str, Any] | None, contrasts: Sequence[str] | None
+            ) -> tuple[Tensor, Any, dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """Tensor/array input, or a cohort of cases (labels when every case has one, the ROIs every
+    case carries, case ids and channel names are read from it; arguments given override)."""
+    case_ids = None
+    masks = dict(masks or {})
+    if is_case_collection(x):
+        cases = stack_cases(x)
+        xt = torch.from_numpy(cases.x)
+        contrasts = cases.contrasts if contrasts is None else contrasts
+        case_ids = cases.case_ids
+        if labels is None and cases.all_labelled:
+            labels = list(cases.labels)
+        masks = {**{k: cases.masks[k] for k in cases.complete}, **masks}
+    else:
+        xt = torch.as_tensor(x).detach()
+    if xt.dim() < 3 or 0 in xt.shape or not xt.is_floating_point():
+        raise ValueError(f"x must be a floating tensor (N, C, *spatial), got shape "
+                         f"{tuple(xt.shape)} ({xt.dtype})")
+    n, c = xt.shape[:2]
+    names = tuple(contrasts) if contrasts is not None else tuple(f"c{j}" for j in range(c))
     if len(names) != c or len(set(names)) != c:
-        raise ValueError(f"channel_names {names} must name the {c} channels of data (shape "
-                         f"{tuple(x.shape)}) once each")
+        raise ValueError(f"contrasts {names} must name the {c} channels of x (shape "
+                         f"{tuple(xt.shape)}) once each")
     _check_players(c)
-    if case_ids is None:
-        case_ids = tuple(str(i) for i in range(n))
-    return x, labels, target_masks, brain, names, case_ids
+    return xt, labels, masks, names, tuple(as_case_ids(case_ids, n))
 
 
-def _fill(x: torch.Tensor, absent: str, brain: Any) -> torch.Tensor:
+def _absent_fill(x: Tensor, absent: str, brain: np.ndarray | None) -> Tensor:
     """Replacement image for absent contrasts (zero / mean) — (N, C, *spatial)."""
     if absent == "zero":
         return torch.zeros_like(x)
     if brain is None:
         w = torch.ones((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
     else:
-        b = torch.as_tensor(np.asarray(brain) if not isinstance(brain, torch.Tensor) else brain)
-        if b.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f"brain mask has shape {tuple(b.shape)}, expected (N, *spatial) = "
-                             f"{(x.shape[0], *x.shape[2:])}")
-        w = b.to(device=x.device, dtype=x.dtype)[:, None]
+        w = torch.from_numpy(brain).to(device=x.device, dtype=x.dtype)[:, None]
         empty = (w.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
         if empty:
-            raise ValueError(f"brain mask is empty for case position(s) {empty[:5]}")
+            raise ValueError(f"masks['brain'] is empty for case position(s) {empty[:5]}")
     dims = tuple(range(2, x.dim()))
     mean = (x * w).sum(dims, keepdim=True) / w.sum(dims, keepdim=True)
     return mean.expand_as(x).contiguous()
 
 
-def _derangements(n: int, n_draws: int, seed: int) -> np.ndarray:
+def _derangements(n: int, n_samples: int, seed: int) -> np.ndarray:
     """(D, N) permutations without fixed points (rejection sampling, seeded)."""
     rng = np.random.default_rng(seed)
-    out = np.empty((n_draws, n), dtype=np.int64)
-    for d in range(n_draws):
+    out = np.empty((n_samples, n), dtype=np.int64)
+    for d in range(n_samples):
         while True:
             p = rng.permutation(n)
             if not (p == np.arange(n)).any():
@@ -257,138 +344,107 @@ def _derangements(n: int, n_draws: int, seed: int) -> np.ndarray:
     return out
 
 
-def _restore_modes(model: nn.Module, modes: dict[str, bool]) -> None:
-    for name, mod in model.named_modules():
-        mod.training = modes[name]
-
-
-def modality_shapley(model: nn.Module, data: Any, metric: str | Callable = "prob", *,
+def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, metric: str | Callable = "prob", *,
                      absent: str = "zero", per_case: bool = False, labels: Any = None,
-                     target: int | Sequence[int] | None = None, target_masks: Any = None,
-                     seg_target: str = "gtv", brain: Any = None,
-                     channel_names: Sequence[str] | None = None, n_draws: int = 8, seed: int = 0,
-                     batch_size: int = 64, output: str = "softmax", tol: float = 1e-9
-                     ) -> ModalityShapley:
-    """Exact Shapley values of the M input contrasts for ``model`` on ``data`` (all 2^M
-    coalitions of every case evaluated in batches of ``batch_size`` inputs).
+                     masks: Mapping[str, Any] | None = None, truth_roi: str = "gtv",
+                     contrasts: Sequence[str] | None = None, n_samples: int = 8, seed: int = 0,
+                     batch_size: int = 64, output: Output = None, tol: float = 1e-9) -> ContrastShapley:
+    """Exact Shapley values of the M input contrasts for ``model`` on ``x`` (all 2^M coalitions
+    of every case evaluated in batches of ``batch_size`` inputs).
 
-    ``data``: tensor (N, C, *spatial) (with ``labels`` (N,) and/or ``target_masks``
-    (N, *spatial)) or a Cohort (labels, ``masks[seg_target]`` and ``masks["brain"]`` are read
-    from it). ``metric`` (per-case value v_i(S), cohort value = its mean unless noted):
+    ``x``: tensor (N, C, *spatial) (with ``labels`` (N,) and ``masks`` {roi: (N, *spatial)}), or
+    a cohort of cases (``audit.data.Cohort``: labels, contrast names, case ids and the ROIs that
+    every case carries are read from it; arguments given override them). ``masks["brain"]``
+    is the region of the ``"mean"`` fill; ``masks[truth_roi]`` the truth of ``"dice"``.
 
-    * ``"prob"`` — p(target | x_S) (softmax over classes, ``output="identity"`` if the model
-      already returns probabilities); target = ``target`` or the case label;
-    * ``"logit"`` — the raw output for the target class;
-    * ``"accuracy"`` — 1[argmax = label]; cohort: accuracy;
-    * ``"auc"`` — cohort only: empirical AUC of p(class 1) (Mann–Whitney, ties ½);
-    * ``"dice"`` — segmentation: Dice 2|P∩T|/(|P|+|T|) of the arg-max foreground (channel
-      argmax > 0) against ``target_masks`` (1 when both are empty); cohort: mean Dice;
-    * a callable ``f(outputs, index) -> (n,) tensor``: per-case value of the outputs of cases
-      ``index`` (cohort value = mean).
+    ``target`` and ``metric`` (per-case value v_i(S); cohort value = its mean unless noted):
 
-    ``absent``: "zero", "mean" or "marginal" (module docstring); ``n_draws`` and ``seed`` only
-    matter for "marginal" (N ≥ 2). The model runs under ``torch.no_grad()`` in eval mode, and
-    every module's training flag is restored afterwards.
+    * ``"prob"`` — p(target | x_S), the model's class probabilities (``output``); ``target``
+      an int or one class per case; ``target=None`` scores each case's label;
+    * ``"logit"`` — the model's logit-like score of that class (``probes.core.as_audit_model``:
+      the raw output for a logit model, log p or the final softmax's input for a probability
+      model);
+    * ``"accuracy"`` — 1[argmax = label]; cohort: accuracy (``target`` unused);
+    * ``"auc"`` — cohort only: empirical AUC (Mann–Whitney, ties ½) of p(class ``target``)
+      against binary labels (``target=None``: class 1);
+    * ``"dice"`` — segmentation: Dice 2|P∩T|/(|P|+|T|) (``probes.core.dice``; 1 when both are
+      empty) of the predicted region P against ``masks[truth_roi]``; ``target=None``: P is every
+      foreground voxel (channel arg-max > 0), an int or per-case ``target`` k: arg-max = k;
+    * a callable ``f(outputs, index) -> (n,) tensor``: per-case value of the model's logit-like
+      outputs of cases ``index`` (cohort value = mean; ``target`` unused).
+
+    ``output``: how to read the model's output (``None``: as the model declares; ``"logits"``,
+    ``"probabilities"``, ``"log_probabilities"`` or a callable; see ``probes.core``).
+    ``absent``: "zero", "mean" or "marginal" (module docstring); ``n_samples`` (marginal draws)
+    and ``seed`` only matter for "marginal" (N ≥ 2). The model runs under ``torch.no_grad()`` in
+    eval mode (``probes.core.model_state``); its modes are restored afterwards.
     """
-    if absent not in ABSENT:
-        raise ValueError(f"absent must be one of {ABSENT}, got {absent!r}")
+    if isinstance(target, str) or callable(target):
+        raise TypeError(f"target (the third argument) is a class index, one per case or None; got {target!r}. "
+                        "The metric comes fourth: contrast_shapley(model, x, None, 'auc')")
+    check_choice(absent, "absent", ABSENT)
     if not callable(metric) and metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
+        raise ValueError(f"metric must be one of {tuple(METRICS)} or a callable, got {metric!r}")
+    game = _callable_game(metric) if callable(metric) else METRICS[metric]
     mname = getattr(metric, "__name__", "custom") if callable(metric) else metric
-    if per_case and mname == "auc":
-        raise ValueError("metric='auc' is a cohort-level value; use per_case=False or a per-case "
+    if per_case and not game.per_case:
+        raise ValueError(f"metric={mname!r} is a cohort-level value; use per_case=False or a per-case "
                          "metric ('prob', 'logit', 'accuracy', 'dice')")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if output not in ("softmax", "identity"):
-        raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
-    x, labels, tmasks, brain, names, case_ids = _unpack(data, labels, target_masks, brain,
-                                                        channel_names, seg_target)
+    n_samples, batch_size = check_int(n_samples, "n_samples"), check_int(batch_size, "batch_size")
+    x, labels, masks, names, case_ids = _unpack(x, labels, masks, contrasts)
+    x = x.to(model_device(model))
     n, m = x.shape[0], x.shape[1]
     if absent == "marginal" and n < 2:
         raise ValueError(f"absent='marginal' takes donors from other cases: needs N ≥ 2, got {n}")
-    y = None
-    if mname in ("accuracy", "auc") or (mname in ("prob", "logit") and target is None):
-        if labels is None:
-            raise ValueError(f"metric={mname!r} needs labels (N,) (or target= for prob/logit)")
-        y = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
-        if y.numel() != n:
-            raise ValueError(f"labels has {y.numel()} entries but data has {n} cases")
-    if mname in ("prob", "logit") and target is not None:
-        y = torch.as_tensor(target).long().reshape(-1)
-        y = y.expand(n) if y.numel() == 1 else y
-        if y.numel() != n:
-            raise ValueError(f"target has {y.numel()} entries but data has {n} cases")
-    if mname == "auc":
-        vals = set(y.tolist())
-        if vals != {0, 1}:
-            raise ValueError(f"metric='auc' needs binary labels with both classes, got {sorted(vals)}")
-    tm = None
-    if mname == "dice":
-        if tmasks is None:
-            raise ValueError(f"metric='dice' needs target_masks (N, *spatial) or a Cohort with "
-                             f"mask {seg_target!r}")
-        tm = torch.as_tensor(np.asarray(tmasks) if not isinstance(tmasks, torch.Tensor) else tmasks)
-        if tuple(tm.shape) != (n, *x.shape[2:]):
-            raise ValueError(f"target_masks has shape {tuple(tm.shape)}, expected "
-                             f"{(n, *x.shape[2:])}")
-        tm = tm.bool().flatten(1)
+    cls = game.classes(target, labels, n)
+    y = _need_labels(mname, labels, n) if game.needs_labels else None
+    if not game.per_case and set(y.tolist()) != {0, 1}:
+        raise ValueError(f"metric={mname!r} needs binary labels with both classes, got {sorted(set(y.tolist()))}")
+    truth = None
+    if game.needs_truth:
+        if truth_roi not in masks:
+            raise ValueError(f"metric={mname!r} needs masks[{truth_roi!r}] (N, *spatial) or a cohort whose "
+                             f"cases all carry mask {truth_roi!r}; masks has {sorted(masks)}")
+        truth = as_mask(masks[truth_roi], x.shape, f"masks[{truth_roi!r}]", "x", binary=True)
+    brain = as_mask(masks["brain"], x.shape, "masks['brain']", "x", binary=True) \
+        if absent == "mean" and "brain" in masks else None
+    net = as_audit_model(model, output)
 
-    def case_value(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Per-case quantity kept per coalition: (n, K) scores for auc, else (n,) values."""
-        if callable(metric):
-            return torch.as_tensor(metric(out, idx)).double().reshape(len(idx))
-        if mname == "dice":
-            p = (out.argmax(1) > 0).flatten(1)
-            t = tm[idx]
-            inter, tot = (p & t).sum(1).double(), (p.sum(1) + t.sum(1)).double()
-            return torch.where(tot == 0, torch.ones_like(tot), 2 * inter / tot.clamp_min(1))
-        if out.dim() != 2:
-            raise ValueError(f"metric={mname!r} needs model outputs (n, K), got shape "
-                             f"{tuple(out.shape)}")
-        prob = torch.softmax(out.double(), 1) if output == "softmax" else out.double()
-        if mname == "auc":
-            return prob[:, 1]
-        if mname == "accuracy":
-            return (out.argmax(1) == y[idx]).double()
-        src = prob if mname == "prob" else out.double()
-        return src.gather(1, y[idx][:, None])[:, 0]
+    def forward(xin: Tensor) -> Tensor:
+        if game.reads == "probabilities":
+            return class_probabilities(net, xin, torch.float64)
+        out = net(xin)
+        if game.class_scores and out.dim() != 2:
+            raise ValueError(f"metric={mname!r} needs model outputs (n, K), got shape {tuple(out.shape)}")
+        return out
 
-    masks = torch.from_numpy(coalition_masks(m)).to(x.device)          # (2^M, M)
+    coalitions = torch.from_numpy(coalition_masks(m)).to(x.device)     # (2^M, M)
     spatial_ones = (1,) * (x.dim() - 2)
-    k = masks.shape[0]
-    draws = 1 if absent != "marginal" else int(n_draws)
+    k = coalitions.shape[0]
+    draws = 1 if absent != "marginal" else n_samples
     perms = _derangements(n, draws, seed) if absent == "marginal" else None
-    fill0 = _fill(x, absent, brain) if absent != "marginal" else None
+    fill0 = _absent_fill(x, absent, brain) if absent != "marginal" else None
     table = torch.empty((draws, k, n), dtype=torch.float64)
     pairs = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(n), indexing="ij"), -1)
     pairs = pairs.reshape(-1, 2)                                       # (coalition, case)
-    modes = {nm: md.training for nm, md in model.named_modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            for d in range(draws):
-                fill = fill0 if perms is None else x[torch.from_numpy(perms[d])]
-                for start in range(0, len(pairs), int(batch_size)):
-                    s_idx, c_idx = pairs[start:start + batch_size].unbind(1)
-                    keep = masks[s_idx].view(-1, m, *spatial_ones)
-                    xin = torch.where(keep, x[c_idx], fill[c_idx])
-                    table[d, s_idx, c_idx] = case_value(model(xin), c_idx).cpu()
-    finally:
-        _restore_modes(model, modes)
+    with model_state(model, warn="contrast_shapley"), torch.no_grad():
+        for d in range(draws):
+            fill = fill0 if perms is None else x[torch.from_numpy(perms[d])]
+            for start in range(0, len(pairs), batch_size):
+                s_idx, c_idx = pairs[start:start + batch_size].unbind(1)
+                keep = coalitions[s_idx].view(-1, m, *spatial_ones)
+                xin = torch.where(keep, x[c_idx], fill[c_idx])
+                table[d, s_idx, c_idx] = game.value(forward(xin), c_idx, cls, truth).cpu()
     tab = table.numpy()                                                # (D, 2^M, N)
     if not np.isfinite(tab).all():
         raise ValueError(f"metric {mname!r} gave non-finite values for "
                          f"{int((~np.isfinite(tab)).sum())} (draw, coalition, case) entries")
     if not per_case:
-        if mname == "auc":
-            from probes.metrics.roc import auc as _auc
-            truth = y.numpy()
-            tab = np.array([[_auc(truth, tab[d, s]) for s in range(k)] for d in range(draws)])
+        if not game.per_case:
+            truth_labels = y.numpy()
+            tab = np.array([[auc(truth_labels, tab[d, s]) for s in range(k)] for d in range(draws)])
         else:
             tab = tab.mean(-1)                                         # (D, 2^M)
     with warnings.catch_warnings():
@@ -402,33 +458,6 @@ def modality_shapley(model: nn.Module, data: Any, metric: str | Callable = "prob
     values = tab.mean(0)
     phi = phi_d.mean(0)
     eff = float(np.abs(phi.sum(-1) - (values[-1] - values[0])).max())
-    return ModalityShapley(phi=phi, values=values, contrasts=names, case_ids=case_ids,
-                           metric=mname, absent=absent, per_case=bool(per_case), n_draws=draws,
-                           phi_draws=phi_d, efficiency_error=eff, tol=tol,
-                           extra={"derangements": perms})
-
-
-def baseline_disagreement(a: ModalityShapley, b: ModalityShapley,
-                          reference: Sequence[int] | None = None) -> pd.DataFrame:
-    """Side-by-side rankings of two Shapley results (e.g. absent="zero" vs "marginal").
-
-    One row per case (or one "cohort" row): rank vectors of both, ``agree`` (identical
-    rankings), their footrule agreement 1 − F/F_max (b as reference), and with ``reference``
-    (e.g. the clinical (3, 1, 3, 2) for T1, T1c, T2, FLAIR) each one's agreement with it.
-    """
-    if a.contrasts != b.contrasts or a.per_case != b.per_case or \
-            (a.per_case and a.case_ids != b.case_ids):
-        raise ValueError(f"results are not comparable: contrasts {a.contrasts} vs {b.contrasts}, "
-                         f"per_case {a.per_case} vs {b.per_case} (and per-case ids must match)")
-    ra, rb = np.atleast_2d(a.ranking()), np.atleast_2d(b.ranking())
-    cases = a.case_ids if a.per_case else ("cohort",)
-    na, nb = (f"rank_{a.absent}", f"rank_{b.absent}") if a.absent != b.absent else ("rank_a", "rank_b")
-    df = pd.DataFrame({"case_id": list(cases),
-                       na: [tuple(r) for r in ra.tolist()], nb: [tuple(r) for r in rb.tolist()],
-                       "agree": (ra == rb).all(1),
-                       "footrule_agreement": [normalized_spearman_footrule(p, q)
-                                              for p, q in zip(ra, rb)]})
-    if reference is not None:
-        df[f"{na}_vs_reference"] = normalized_spearman_footrule(ra, reference)
-        df[f"{nb}_vs_reference"] = normalized_spearman_footrule(rb, reference)
-    return df
+    return ContrastShapley(phi=phi, values=values, contrasts=names, case_ids=case_ids, metric=mname,
+                           absent=absent, per_case=bool(per_case), n_samples=draws, phi_samples=phi_d,
+                           efficiency_error=eff, tol=tol, derangements=perms)

@@ -1,5 +1,6 @@
 """Contrast rankings from Shapley values, normalised Spearman footrule agreement with a (tied)
-reference ranking, and ranking variance across folds — see :mod:`probes.shapley`.
+reference ranking, ranking variance across folds, and the disagreement of two absent-contrast
+baselines — for :mod:`probes.interventions.shapley`.
 
 Ranks: 1 = most important; ties within ``tol`` share the minimum rank (competition ranking,
 1-2-3-3, the form of the BraTS clinical reference T1c=1, FLAIR=2, T1/T2=3). Footrule
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
+from probes.core.result import Result, long_frame, tidy
+from probes.core.validate import as_case_ids
+
 __all__ = ["contrast_ranking", "normalized_spearman_footrule", "footrule_max", "RankingVariance",
-           "ranking_variance"]
+           "ranking_variance", "BaselineDisagreement", "baseline_disagreement", "contrast_frame"]
 
 
 # ----------------------------------------------------------------------- rankings
@@ -119,13 +123,30 @@ def normalized_spearman_footrule(ranking: Any, reference: Any, *,
     return float(out) if np.ndim(out) == 0 else out
 
 
-@dataclass(frozen=True)
-class RankingVariance:
+def contrast_frame(case_ids: Sequence[str], contrasts: Sequence[str], measures: dict[str, np.ndarray],
+                   **constant_ids: str) -> pd.DataFrame:
+    """Long table case_id, contrast, *constant_ids, metric, value from (n_cases, M) arrays.
+
+    ``measures`` maps a metric name to its (n_cases, M) array (rows follow ``case_ids``, columns
+    ``contrasts``); ``constant_ids`` are id columns with one value for every row.
+    """
+    n, m = len(case_ids), len(contrasts)
+    ids = {"case_id": np.repeat(list(case_ids), m), "contrast": np.tile(list(contrasts), n), **constant_ids}
+    parts = [pd.DataFrame({**ids, "metric": name, "value": np.asarray(arr, float).reshape(-1)})
+             for name, arr in measures.items()]
+    return tidy(pd.concat(parts, ignore_index=True))
+
+
+@dataclass(frozen=True, eq=False)
+class RankingVariance(Result):
     """Spread of contrast rankings across folds (or draws).
 
     ``per_contrast`` (..., M): sample variance (ddof=1) of each contrast's rank over the F
     rankings; ``per_case`` (...): its mean over contrasts (the scalar the Dice correlation uses);
-    ``mean_rank`` (..., M).
+    ``mean_rank`` (..., M); ``case_ids``: one per case (``("cohort",)`` for (F, M) input).
+
+    ``to_frame()``: case_id, contrast, metric ∈ {``mean_rank``, ``rank_variance``}, value;
+    ``tables()`` adds ``per_case``: case_id, metric ``mean_rank_variance``, value.
     """
 
     per_contrast: np.ndarray
@@ -133,22 +154,37 @@ class RankingVariance:
     mean_rank: np.ndarray
     contrasts: tuple[str, ...]
     n_folds: int
+    case_ids: tuple[str, ...] = ("cohort",)
+    title: ClassVar[str] = "Ranking variance across folds"
 
     def to_frame(self) -> pd.DataFrame:
-        """Long table: case (row index, or "cohort"), contrast, mean_rank, rank_variance."""
-        pc = np.atleast_2d(self.per_contrast)
-        mr = np.atleast_2d(self.mean_rank)
-        cases = ["cohort"] if self.per_contrast.ndim == 1 else list(range(pc.shape[0]))
-        rows = [{"case": c, "contrast": ch, "mean_rank": mr[i, j], "rank_variance": pc[i, j]}
-                for i, c in enumerate(cases) for j, ch in enumerate(self.contrasts)]
-        return pd.DataFrame(rows)
+        """Long table: case_id, contrast, metric (mean_rank, rank_variance), value."""
+        return contrast_frame(self.case_ids, self.contrasts,
+                                   {"mean_rank": np.atleast_2d(self.mean_rank),
+                                    "rank_variance": np.atleast_2d(self.per_contrast)})
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``per_contrast`` (= ``to_frame()``) and ``per_case`` (mean variance over contrasts)."""
+        per_case = pd.DataFrame({"case_id": list(self.case_ids), "metric": "mean_rank_variance",
+                                 "value": np.atleast_1d(self.per_case).astype(float)})
+        return {"per_contrast": self.to_frame(), "per_case": tidy(per_case)}
+
+    def _summary_tables(self) -> pd.DataFrame:
+        axis = tuple(range(self.per_contrast.ndim - 1))
+        return pd.DataFrame({"contrast": self.contrasts, "mean_rank": self.mean_rank.mean(axis=axis),
+                             "rank_variance": self.per_contrast.mean(axis=axis)})
+
+    def _notes(self) -> Sequence[str]:
+        scope = "cohort ranking" if self.per_contrast.ndim == 1 else f"mean over {len(self.case_ids)} cases"
+        return (f"{self.n_folds} folds; sample variance (ddof=1) of each contrast's rank; {scope}",)
 
 
-def ranking_variance(rankings_across_folds: Any, contrasts: Sequence[str] | None = None
-                     ) -> RankingVariance:
+def ranking_variance(rankings_across_folds: Any, contrasts: Sequence[str] | None = None, *,
+                     case_ids: Sequence[Any] | None = None) -> RankingVariance:
     """Variance of each contrast's rank across F folds: input (F, M) or (F, N, M) ranks.
 
     Var_j = Σ_f (r_fj − r̄_j)² / (F − 1); per case the mean of Var_j over the M contrasts.
+    ``case_ids`` names the N cases of (F, N, M) input (default ``"0"``, ``"1"``, ...).
     """
     r = _as_ranking(rankings_across_folds, "rankings_across_folds").astype(np.float64)
     if r.ndim not in (2, 3) or r.shape[0] < 2:
@@ -158,5 +194,66 @@ def ranking_variance(rankings_across_folds: Any, contrasts: Sequence[str] | None
     names = tuple(contrasts) if contrasts is not None else tuple(f"c{j}" for j in range(m))
     if len(names) != m:
         raise ValueError(f"contrasts has {len(names)} names for {m} ranked contrasts")
+    if r.ndim == 2:
+        if case_ids is not None:
+            raise ValueError("case_ids names the cases of (F, N, M) rankings; these are (F, M) cohort rankings")
+        ids: tuple[str, ...] = ("cohort",)
+    else:
+        ids = tuple(as_case_ids(case_ids, r.shape[1]))
     var = r.var(axis=0, ddof=1)
-    return RankingVariance(var, var.mean(-1), r.mean(axis=0), names, int(r.shape[0]))
+    return RankingVariance(var, var.mean(-1), r.mean(axis=0), names, int(r.shape[0]), ids)
+
+
+# ----------------------------------------------------------------- baseline disagreement
+@dataclass(frozen=True, eq=False)
+class BaselineDisagreement(Result):
+    """Rankings of two contrast Shapley results side by side (:func:`baseline_disagreement`).
+
+    ``table`` (wide, for reading): case_id, the two rank vectors (tuples), ``agree``,
+    ``footrule_agreement`` and, with a reference, each one's agreement with it. ``to_frame()``:
+    case_id, metric (``agree`` as 0/1, ``footrule_agreement``, ``<rank>_vs_reference``), value;
+    ``tables()`` adds ``ranks``: case_id, contrast, metric (the two rank names), value.
+    """
+
+    table: pd.DataFrame
+    ranks: pd.DataFrame
+    title: ClassVar[str] = "Ranking disagreement between two absent-contrast baselines"
+
+    def to_frame(self) -> pd.DataFrame:
+        """Agreement per case, long: case_id, metric, value."""
+        numeric = [c for c in self.table.columns
+                   if c == "agree" or c == "footrule_agreement" or c.endswith("_vs_reference")]
+        return long_frame(self.table, ["case_id"], numeric)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``agreement`` (= ``to_frame()``) and ``ranks``."""
+        return {"agreement": self.to_frame(), "ranks": tidy(self.ranks)}
+
+    def _summary_tables(self) -> pd.DataFrame:
+        return self.table
+
+
+def baseline_disagreement(a: Any, b: Any, reference: Sequence[int] | None = None) -> BaselineDisagreement:
+    """Side-by-side rankings of two contrast Shapley results (e.g. absent="zero" vs "marginal").
+
+    ``a`` and ``b`` are ``ContrastShapley`` results over the same contrasts (and cases). One row
+    per case (or one "cohort" row): rank vectors of both, ``agree`` (identical rankings), their
+    footrule agreement 1 − F/F_max (b as reference), and with ``reference`` (e.g. the clinical
+    (3, 1, 3, 2) for T1, T1c, T2, FLAIR) each one's agreement with it.
+    """
+    if a.contrasts != b.contrasts or a.per_case != b.per_case or \
+            (a.per_case and a.case_ids != b.case_ids):
+        raise ValueError(f"results are not comparable: contrasts {a.contrasts} vs {b.contrasts}, "
+                         f"per_case {a.per_case} vs {b.per_case} (and per-case ids must match)")
+    ra, rb = np.atleast_2d(a.ranking()), np.atleast_2d(b.ranking())
+    cases = list(a.case_ids) if a.per_case else ["cohort"]
+    na, nb = (f"rank_{a.absent}", f"rank_{b.absent}") if a.absent != b.absent else ("rank_a", "rank_b")
+    df = pd.DataFrame({"case_id": cases,
+                       na: [tuple(r) for r in ra.tolist()], nb: [tuple(r) for r in rb.tolist()],
+                       "agree": (ra == rb).all(1),
+                       "footrule_agreement": [normalized_spearman_footrule(p, q)
+                                              for p, q in zip(ra, rb)]})
+    if reference is not None:
+        df[f"{na}_vs_reference"] = normalized_spearman_footrule(ra, reference)
+        df[f"{nb}_vs_reference"] = normalized_spearman_footrule(rb, reference)
+    return BaselineDisagreement(df, contrast_frame(cases, a.contrasts, {na: ra, nb: rb}))

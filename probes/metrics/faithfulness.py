@@ -3,48 +3,46 @@
 Maps are (N, C_map, *spatial) like the input x (N, C, *spatial): C_map = 1 ranks voxels (all
 contrasts of a voxel are removed together); C_map = C ranks (contrast, voxel) features, so a
 per-contrast map removes one contrast's voxel at a time. 2D and 3D share one code path.
-The model is only called under ``torch.no_grad()``; its mode, weights and hooks are untouched.
+
+The model instruments (:func:`deletion_curve`, :func:`delta_aupc`) take
+``(model, x, target, maps)``; the probability read at ``target`` follows ``output``
+(``probes.core.output_probabilities``): ``None`` reads the model as its declared interface
+says (``probes.core.as_audit_model``), ``"logits"`` (softmax), ``"probabilities"``,
+``"log_probabilities"`` or a callable such as ``torch.sigmoid``. The model runs under
+``torch.no_grad()`` in eval mode (``probes.core.model_state``); its modes are restored after and
+its weights and hooks are untouched.
+
+:func:`max_sensitivity` and :func:`sparsity` are element-wise metrics returning tensors;
+``probes.metrics.case_values`` gives their tidy rows.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["deletion_curve", "aupc", "delta_aupc", "max_sensitivity", "uniform_linf_perturbation",
-           "sparsity", "to_table"]
+from probes.core.model import Output, as_audit_model, class_probabilities, model_state
+from probes.core.validate import (Target, as_case_ids, as_input, as_maps, as_targets, check_choice,
+                                  check_class_range, check_int)
+from probes.metrics.values import Column, WideTableResult
 
-Target = int | Sequence[int] | torch.Tensor
+__all__ = ["MODES", "class_probability_fn", "DeletionCurve", "deletion_curve", "aupc", "DeltaAUPC", "delta_aupc",
+           "max_sensitivity", "uniform_linf_perturbation", "sparsity"]
+
+Mode = Literal["deletion", "insertion"]
+MODES: tuple[str, ...] = ("deletion", "insertion")
+Baseline = float | str | Tensor
 
 
 # ----------------------------------------------------------------------------- helpers
-def _targets(target: Target, n: int) -> torch.Tensor:
-    t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} entries for a batch of {n} (x.shape[0])")
-    return t
-
-
-def _check(x: torch.Tensor, maps) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() < 3:
-        raise ValueError(f"x must be a tensor (N, C, *spatial), got {getattr(x, 'shape', type(x))}")
-    m = torch.as_tensor(maps).detach().to(torch.float64)
-    if m.dim() != x.dim() or m.shape[0] != x.shape[0] or m.shape[2:] != x.shape[2:] \
-            or m.shape[1] not in (1, x.shape[1]):
-        raise ValueError(f"maps shape {tuple(m.shape)} does not fit x shape {tuple(x.shape)}: "
-                         f"expected (N, 1 or C, *spatial)")
-    return m
-
-
-def _baseline(x: torch.Tensor, baseline, blur_sigma: float) -> torch.Tensor:
+def _baseline(x: Tensor, baseline: Baseline, blur_sigma: float) -> Tensor:
     if isinstance(baseline, str):
         if baseline == "mean":  # per case and contrast: the image's own mean intensity
             return x.mean(dim=tuple(range(2, x.dim())), keepdim=True).expand_as(x)
@@ -62,14 +60,20 @@ def _baseline(x: torch.Tensor, baseline, blur_sigma: float) -> torch.Tensor:
         raise ValueError(f"baseline shape {tuple(b.shape)} does not broadcast to x shape {tuple(x.shape)}") from None
 
 
-_PROB = {
-    "softmax": lambda o: torch.softmax(o, dim=1),
-    "sigmoid": torch.sigmoid,
-    "identity": lambda o: o,
-}
+def class_probability_fn(model: nn.Module, output: Output = None, *,
+                         dtype: torch.dtype | None = None) -> Callable[[Tensor], Tensor]:
+    """``x ↦ (N, K)`` class probabilities of ``model`` for channels-first ``x``.
+
+    ``output=None`` reads the model as its declared interface says (``probes.core.as_audit_model``:
+    a probability model is read directly); ``"logits"``: softmax over dim 1; ``"probabilities"``,
+    ``"log_probabilities"`` or a callable as in ``probes.core.output_probabilities``. Softmax and
+    casts are computed in ``dtype`` when given.
+    """
+    net = as_audit_model(model, output)
+    return lambda xb: class_probabilities(net, xb, dtype)
 
 
-def _ranks(m: torch.Tensor) -> torch.Tensor:
+def _ranks(m: Tensor) -> Tensor:
     """Rank of each feature of each case (0 = most attributed); ties keep flat index order."""
     flat = m.reshape(m.shape[0], -1)
     order = torch.argsort(-flat, dim=1, stable=True)
@@ -78,46 +82,87 @@ def _ranks(m: torch.Tensor) -> torch.Tensor:
     return ranks.reshape(m.shape)
 
 
-def _curves(model: nn.Module, x: torch.Tensor, ranks: torch.Tensor, t: torch.Tensor, steps: int,
-            mode: str, base: torch.Tensor, batch_size: int, prob: Callable) -> np.ndarray:
-    """prob[case, step] for k_s = round(s/steps · F) features replaced; the model runs in batches."""
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    n = x.shape[0]
-    n_feat = ranks[0].numel()
-    ks = [int(round(s / steps * n_feat)) for s in range(steps + 1)]
-    jobs = [(i, s) for i in range(n) for s in range(steps + 1)]
-    out = np.empty((n, steps + 1))
-    with torch.no_grad():
-        for j0 in range(0, len(jobs), batch_size):
-            chunk = jobs[j0:j0 + batch_size]
+@dataclass(frozen=True)
+class _Perturbation:
+    """Everything a curve needs but the feature ranking: the validated call of an instrument."""
+
+    x: Tensor
+    target: Tensor
+    base: Tensor
+    prob: Callable[[Tensor], Tensor]
+    steps: int
+    mode: str
+    batch_size: int
+
+    @property
+    def fractions(self) -> np.ndarray:
+        return np.arange(self.steps + 1) / self.steps
+
+    def curves(self, ranks: Tensor) -> np.ndarray:
+        """prob[case, step] for k_s = round(s/steps · F) features replaced; the model runs in batches."""
+        x, n, steps = self.x, self.x.shape[0], self.steps
+        ranks = ranks.to(x.device)
+        n_feat = ranks[0].numel()
+        ks = [int(round(s / steps * n_feat)) for s in range(steps + 1)]
+        jobs = [(i, s) for i in range(n) for s in range(steps + 1)]
+        out = np.empty((n, steps + 1))
+        for j0 in range(0, len(jobs), self.batch_size):
+            chunk = jobs[j0:j0 + self.batch_size]
             xs = []
             for i, s in chunk:
                 sel = ranks[i] < ks[s]  # (1 or C, *spatial): broadcast over contrasts if 1
-                src, dst = (base[i], x[i]) if mode == "deletion" else (x[i], base[i])
+                src, dst = (self.base[i], x[i]) if self.mode == "deletion" else (x[i], self.base[i])
                 xs.append(torch.where(sel, src, dst))
-            p = prob(model(torch.stack(xs)))
-            idx = torch.tensor([i for i, _ in chunk])
-            vals = p[torch.arange(len(chunk)), t[idx]].double().cpu().numpy()
+            p = self.prob(torch.stack(xs))
+            if j0 == 0:
+                check_class_range(self.target, p.shape[1])
+            cases = self.target[torch.tensor([i for i, _ in chunk], device=self.target.device)]
+            vals = p[torch.arange(len(chunk), device=p.device), cases.to(p.device)].double().cpu().numpy()
             for (i, s), v in zip(chunk, vals):
                 out[i, s] = v
-    return out
+        return out
+
+    def areas(self, ranks: Tensor) -> np.ndarray:
+        """AUPC per case: trapezoid rule of the curve over fraction ∈ [0, 1]."""
+        return np.trapezoid(self.curves(ranks), self.fractions, axis=1)
+
+
+def _prepare(x: Tensor, target: Target, maps: Any, *, steps: int, mode: str, baseline: Baseline,
+             batch_size: int, output: Output, blur_sigma: float, model: nn.Module) -> tuple[Tensor, _Perturbation]:
+    """Validated maps (float64) and the perturbation set-up of a curve instrument."""
+    x = as_input(x)
+    t = as_targets(target, x.shape[0])
+    m = as_maps(maps, x.shape)
+    check_choice(mode, "mode", MODES)
+    return m, _Perturbation(x, t, _baseline(x, baseline, blur_sigma), class_probability_fn(model, output),
+                            check_int(steps, "steps"), mode, check_int(batch_size, "batch_size"))
 
 
 # ----------------------------------------------------------------------------- curves
-def _prepare(x, maps, target, output: str, baseline, blur_sigma: float):
-    """Validated (maps, targets, baseline tensor, probability function) for the curve functions."""
-    m = _check(x, maps)
-    t = _targets(target, x.shape[0])
-    if output not in _PROB:
-        raise ValueError(f"output must be one of {sorted(_PROB)}, got {output!r}")
-    return m, t, _baseline(x, baseline, blur_sigma), _PROB[output]
+@dataclass(frozen=True, eq=False)
+class DeletionCurve(WideTableResult):
+    """A deletion (or insertion) curve per case (:func:`deletion_curve`).
+
+    ``table`` (wide): case_id, method, mode, fraction, probability; ``to_frame()``: the same with
+    metric ``"probability"`` and ``value``. ``probabilities`` is the ``(N, steps + 1)`` array and
+    ``fractions`` the ``(steps + 1,)`` grid; :func:`aupc` integrates them.
+    """
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """The fractions of features replaced, 0 … 1 (steps + 1 values)."""
+        return np.asarray(pd.unique(self.table["fraction"]), dtype=np.float64)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """``(N, steps + 1)`` probability of the target class, case by case."""
+        return self.column("probability").reshape(-1, len(self.fractions))
 
 
-def deletion_curve(model: nn.Module, x: torch.Tensor, maps, target: Target, *, steps: int = 20,
-                   mode: str = "deletion", baseline: float | str | torch.Tensor = 0.0,
-                   batch_size: int = 32, output: str = "softmax", blur_sigma: float = 5.0,
-                   case_ids: Sequence | None = None) -> pd.DataFrame:
+def deletion_curve(model: nn.Module, x: Tensor, target: Target, maps: Any, *, steps: int = 20,
+                   mode: Mode = "deletion", baseline: Baseline = 0.0, batch_size: int = 32,
+                   output: Output = None, blur_sigma: float = 5.0, case_ids: Sequence[Any] | None = None,
+                   method: str = "") -> DeletionCurve:
     """Deletion (or insertion) curve: class probability as the most-attributed features go first.
 
     Samek et al. 2017 / Petsiuk et al. 2018 (RISE insertion/deletion). At fraction s/steps
@@ -126,74 +171,79 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, maps, target: Target, *, s
     ``x`` (insertion). Features are voxels (C_map = 1) or (contrast, voxel) pairs (C_map = C).
     ``baseline``: a number, a tensor broadcastable to x, ``"mean"`` (per-case, per-contrast mean)
     or ``"blur"`` (Gaussian, ``blur_sigma`` voxels). ``output`` maps the model's output to the
-    probability read at ``target``: ``"softmax"`` (logits), ``"sigmoid"`` or ``"identity"``.
-    Returns a DataFrame: case_id, fraction, prob.
+    probability read at ``target`` (see the module docstring). ``method`` labels the maps'
+    attribution method in the table. Returns a :class:`DeletionCurve`.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    m, t, base, prob = _prepare(x, maps, target, output, baseline, blur_sigma)
-    curve = _curves(model, x, _ranks(m), t, steps, mode, base, batch_size, prob)
-    return _curve_frame(curve, steps, case_ids)
-
-
-def _curve_frame(curve: np.ndarray, steps: int, case_ids) -> pd.DataFrame:
+    m, pert = _prepare(x, target, maps, steps=steps, mode=mode, baseline=baseline, batch_size=batch_size,
+                       output=output, blur_sigma=blur_sigma, model=model)
+    with model_state(model, warn="deletion_curve"), torch.no_grad():
+        curve = pert.curves(_ranks(m))
     n = curve.shape[0]
-    case_ids = list(range(n)) if case_ids is None else list(case_ids)
-    if len(case_ids) != n:
-        raise ValueError(f"case_ids has {len(case_ids)} entries for {n} cases")
-    return pd.DataFrame({"case_id": np.repeat(case_ids, steps + 1),
-                         "fraction": np.tile(np.arange(steps + 1) / steps, n),
-                         "prob": curve.reshape(-1)})
+    table = pd.DataFrame({"case_id": np.repeat(as_case_ids(case_ids, n), pert.steps + 1), "method": method,
+                          "mode": mode, "fraction": np.tile(pert.fractions, n), "probability": curve.reshape(-1)})
+    return DeletionCurve(table=table, id_vars=("case_id", "method", "mode", "fraction"),
+                         title=f"{mode.capitalize()} curve")
 
 
-def aupc(curve: pd.DataFrame) -> pd.Series:
-    """Area under the perturbation curve per case: trapezoid rule of prob over fraction ∈ [0, 1]."""
-    def area(g: pd.DataFrame) -> float:
-        g = g.sort_values("fraction")
-        return float(np.trapezoid(g["prob"].to_numpy(), g["fraction"].to_numpy()))
+def aupc(curve: DeletionCurve) -> Tensor:
+    """Area under the perturbation curve per case: trapezoid rule of probability over fraction ∈ [0, 1].
 
-    return curve.groupby("case_id", sort=False)[["fraction", "prob"]].apply(area).rename("aupc")
+    Returns float64 ``(N,)`` in the order of ``curve.case_ids``.
+    """
+    if not isinstance(curve, DeletionCurve):
+        raise TypeError(f"curve must be a DeletionCurve (from deletion_curve), got {type(curve).__name__}")
+    return torch.from_numpy(np.trapezoid(curve.probabilities, curve.fractions, axis=1))
 
 
-def delta_aupc(model: nn.Module, x: torch.Tensor, maps, target: Target, *, n_random: int = 10,
-               seed: int = 0, steps: int = 20, mode: str = "deletion",
-               baseline: float | str | torch.Tensor = 0.0, batch_size: int = 32,
-               output: str = "softmax", blur_sigma: float = 5.0, method: str = "",
-               case_ids: Sequence | None = None) -> pd.DataFrame:
+@dataclass(frozen=True, eq=False)
+class DeltaAUPC(WideTableResult):
+    """ΔAUPC per case (:func:`delta_aupc`).
+
+    ``table`` (wide): case_id, method, mode, aupc, aupc_random_mean, aupc_random_std, delta_aupc;
+    ``to_frame()``: case_id, method, mode, metric (one of those four), value. The properties
+    give each column as an ``(N,)`` array.
+    """
+
+    aupc = Column("AUPC of the map's ordering, per case.")
+    aupc_random_mean = Column("Mean AUPC over the random orderings, per case.")
+    aupc_random_std = Column("Standard deviation (ddof = 1) of the random orderings' AUPC; NaN for one ordering.")
+    delta_aupc = Column("ΔAUPC per case: positive when the map beats random orderings.")
+
+
+def delta_aupc(model: nn.Module, x: Tensor, target: Target, maps: Any, *, n_samples: int = 10, seed: int = 0,
+               steps: int = 20, mode: Mode = "deletion", baseline: Baseline = 0.0, batch_size: int = 32,
+               output: Output = None, blur_sigma: float = 5.0, method: str = "",
+               case_ids: Sequence[Any] | None = None) -> DeltaAUPC:
     """ΔAUPC (Jin et al., MedIA 2023, §4.3.1): the map's ordering against random orderings.
 
     deletion: ΔAUPC = mean AUPC(random) − AUPC(map); insertion: AUPC(map) − mean AUPC(random),
-    so positive always means the map is more faithful than chance. ``n_random`` random orderings
-    of the same features (C_map as in ``maps``) from ``torch.Generator().manual_seed(seed)``.
-    Returns tidy rows: case_id, method, metric ∈ {aupc, aupc_random_mean, aupc_random_std
-    (ddof=1; NaN when n_random = 1), delta_aupc}, value.
+    so positive always means the map is more faithful than chance. ``n_samples`` random
+    orderings of the same features (C_map as in ``maps``) from
+    ``torch.Generator().manual_seed(seed)``; curves as :func:`deletion_curve`. Returns a
+    :class:`DeltaAUPC` (aupc, aupc_random_mean, aupc_random_std (ddof = 1; NaN when
+    n_samples = 1), delta_aupc per case).
     """
-    if n_random < 1:
-        raise ValueError(f"n_random must be >= 1, got {n_random}")
-    m, t, base, prob = _prepare(x, maps, target, output, baseline, blur_sigma)
-    grid = np.arange(steps + 1) / steps
-
-    def area(curve: np.ndarray) -> np.ndarray:
-        return np.trapezoid(curve, grid, axis=1)
-
-    a_map = area(_curves(model, x, _ranks(m), t, steps, mode, base, batch_size, prob))
+    check_int(n_samples, "n_samples")
+    m, pert = _prepare(x, target, maps, steps=steps, mode=mode, baseline=baseline, batch_size=batch_size,
+                       output=output, blur_sigma=blur_sigma, model=model)
     g = torch.Generator().manual_seed(seed)
-    a_rand = np.stack([area(_curves(model, x, _ranks(torch.rand(m.shape, generator=g, dtype=torch.float64)),
-                                    t, steps, mode, base, batch_size, prob)) for _ in range(n_random)], 1)
+    with model_state(model, warn="delta_aupc"), torch.no_grad():
+        a_map = pert.areas(_ranks(m))
+        a_rand = np.stack([pert.areas(_ranks(torch.rand(m.shape, generator=g, dtype=torch.float64)))
+                           for _ in range(n_samples)], 1)
     r_mean = a_rand.mean(1)
-    r_std = a_rand.std(1, ddof=1) if n_random > 1 else np.full(len(r_mean), np.nan)
+    r_std = a_rand.std(1, ddof=1) if n_samples > 1 else np.full(len(r_mean), np.nan)
     delta = r_mean - a_map if mode == "deletion" else a_map - r_mean
-    n = x.shape[0]
-    case_ids = list(range(n)) if case_ids is None else list(case_ids)
-    rows = []
-    for name, v in (("aupc", a_map), ("aupc_random_mean", r_mean), ("aupc_random_std", r_std),
-                    ("delta_aupc", delta)):
-        rows.append(pd.DataFrame({"case_id": case_ids, "method": method, "metric": name, "value": v}))
-    return pd.concat(rows, ignore_index=True)
+    table = pd.DataFrame({"case_id": as_case_ids(case_ids, len(a_map)), "method": method, "mode": mode,
+                          "aupc": a_map, "aupc_random_mean": r_mean, "aupc_random_std": r_std,
+                          "delta_aupc": delta})
+    return DeltaAUPC(table=table, id_vars=("case_id", "method", "mode"), title="ΔAUPC",
+                     notes=(f"{n_samples} random ordering(s), seed {seed}; positive ΔAUPC: the map beats "
+                            "random orderings",))
 
 
 # ----------------------------------------------------------------------------- robustness
-def uniform_linf_perturbation(seed: int = 0) -> Callable[[torch.Tensor, float], torch.Tensor]:
+def uniform_linf_perturbation(seed: int = 0) -> Callable[[Tensor, float], Tensor]:
     """A seeded version of Captum's ``default_perturb_func``: x + U(−radius, radius) per element.
 
     The returned function draws from its own ``torch.Generator`` (float32 like Captum's
@@ -202,7 +252,7 @@ def uniform_linf_perturbation(seed: int = 0) -> Callable[[torch.Tensor, float], 
     """
     g = torch.Generator().manual_seed(seed)
 
-    def perturb(inputs: torch.Tensor, perturb_radius: float = 0.02) -> torch.Tensor:
+    def perturb(inputs: Tensor, perturb_radius: float = 0.02) -> Tensor:
         noise = torch.empty(inputs.shape, dtype=torch.float32).uniform_(-perturb_radius, perturb_radius,
                                                                          generator=g)
         return inputs + noise.to(inputs.device)
@@ -210,10 +260,10 @@ def uniform_linf_perturbation(seed: int = 0) -> Callable[[torch.Tensor, float], 
     return perturb
 
 
-def max_sensitivity(explain_fn: Callable[..., torch.Tensor], x: torch.Tensor, *, radius: float = 0.02,
+def max_sensitivity(explain_fn: Callable[..., Tensor], x: Tensor, *, radius: float = 0.02,
                     n_samples: int = 10, seed: int = 0, norm: str | float = "fro",
                     perturb_func: Callable | None = None, target: Target | None = None,
-                    batch_size: int | None = None) -> torch.Tensor:
+                    batch_size: int | None = None) -> Tensor:
     """Max-sensitivity (Yeh et al. 2019), computed exactly as ``captum.metrics.sensitivity_max``.
 
     SENS_max(x) = max_{j ≤ n_samples} ‖e(x + δ_j) − e(x)‖ / ‖e(x)‖ with δ_j ~ U(−r, r)^d (L∞ ball),
@@ -225,13 +275,13 @@ def max_sensitivity(explain_fn: Callable[..., torch.Tensor], x: torch.Tensor, *,
     ``explain_fn(x)`` or ``explain_fn(x, target=...)`` returns a tensor with x's batch size;
     ``batch_size`` splits only the explanation calls (the noise is drawn once). Returns (N,).
     """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    x = as_input(x)
+    check_int(n_samples, "n_samples")
     n = x.shape[0]
     pf = perturb_func or uniform_linf_perturbation(seed)
-    t = None if target is None else _targets(target, n)
+    t = None if target is None else as_targets(target, n)
 
-    def explain(inp: torch.Tensor, tt: torch.Tensor | None) -> torch.Tensor:
+    def explain(inp: Tensor, tt: Tensor | None) -> Tensor:
         e = explain_fn(inp) if tt is None else explain_fn(inp, target=tt)
         return e.detach()
 
@@ -239,7 +289,7 @@ def max_sensitivity(explain_fn: Callable[..., torch.Tensor], x: torch.Tensor, *,
     xs = torch.repeat_interleave(x, n_samples, dim=0)
     xp = pf(xs, radius) if len(inspect.signature(pf).parameters) > 1 else pf(xs)
     tp = None if t is None else torch.repeat_interleave(t, n_samples)
-    bs = xp.shape[0] if batch_size is None else batch_size
+    bs = xp.shape[0] if batch_size is None else check_int(batch_size, "batch_size")
     ep = torch.cat([explain(xp[i:i + bs], None if tp is None else tp[i:i + bs])
                     for i in range(0, xp.shape[0], bs)])
     diff = (ep - e0.repeat_interleave(n_samples, dim=0)).reshape(ep.shape[0], -1)
@@ -250,18 +300,16 @@ def max_sensitivity(explain_fn: Callable[..., torch.Tensor], x: torch.Tensor, *,
 
 
 # ----------------------------------------------------------------------------- complexity
-def sparsity(maps, *, eps: float = 0.0, per_channel: bool = False) -> torch.Tensor:
-    """Gini index of |a| (Chalasani et al. 2020), per case (or per case and channel).
+def sparsity(maps: Any, *, eps: float = 0.0, per_contrast: bool = False) -> Tensor:
+    """Gini index of |a| (Chalasani et al. 2020), per case (or per case and contrast).
 
     G = Σ_i (2i − n − 1) v_(i) / (n Σ_i v_i) with v = |a| + eps sorted ascending (i = 1..n):
     0 for a uniform map, → 1 when one feature holds all relevance. Quantus ``Sparseness``
     (abs=True, normalise=False) adds eps = 1e-7; pass ``eps=1e-7`` to match it. Σ v = 0 → NaN
-    with a warning. Returns float64 (N,) or (N, C_map).
+    with a warning. Returns float64 (N,) or, with ``per_contrast``, (N, C_map).
     """
-    a = torch.as_tensor(maps).detach().to(torch.float64)
-    if a.dim() < 2:
-        raise ValueError(f"maps must be (N, C_map, *spatial), got shape {tuple(a.shape)}")
-    v = a.abs().reshape(a.shape[0], a.shape[1], -1) if per_channel else a.abs().reshape(a.shape[0], -1)
+    a = as_maps(maps)
+    v = a.abs().reshape(a.shape[0], a.shape[1], -1) if per_contrast else a.abs().reshape(a.shape[0], -1)
     v = torch.sort(v + eps, dim=-1).values
     k = v.shape[-1]
     i = torch.arange(1, k + 1, dtype=torch.float64)
@@ -270,18 +318,3 @@ def sparsity(maps, *, eps: float = 0.0, per_channel: bool = False) -> torch.Tens
         warnings.warn("all-zero map: Gini index undefined, NaN", UserWarning, stacklevel=2)
     g = ((2 * i - k - 1) * v).sum(-1) / (k * tot)
     return torch.where(tot == 0, torch.full_like(g, float("nan")), g)
-
-
-def to_table(values, metric: str, *, method: str = "", case_ids: Sequence | None = None,
-             channels: Sequence | None = None) -> pd.DataFrame:
-    """Tidy rows (case_id, method, [channel,] metric, value) from an (N,) or (N, C) result."""
-    v = torch.as_tensor(values).detach().double().cpu().numpy()
-    n = v.shape[0]
-    case_ids = list(range(n)) if case_ids is None else list(case_ids)
-    if len(case_ids) != n:
-        raise ValueError(f"case_ids has {len(case_ids)} entries for {n} cases")
-    if v.ndim == 1:
-        return pd.DataFrame({"case_id": case_ids, "method": method, "metric": metric, "value": v})
-    ch = list(range(v.shape[1])) if channels is None else list(channels)
-    return pd.DataFrame({"case_id": np.repeat(case_ids, v.shape[1]), "method": method,
-                         "channel": ch * n, "metric": metric, "value": v.reshape(-1)})

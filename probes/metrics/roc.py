@@ -13,39 +13,36 @@ With m positives X_i and n negatives Y_j, ψ(x, y) = 1[x > y] + ½·1[x = y]:
     V10_i = (1/n) Σ_j ψ(X_i, Y_j),  V01_j = (1/m) Σ_i ψ(X_i, Y_j)   (structural components)
     Cov(AUC_r, AUC_s) = S10_rs / m + S01_rs / n,
 where S10, S01 are the sample covariances (ddof = 1) of the components across positives and
-negatives. Used by the ablation study (`probes.ablation`) and the reader-study statistics.
+negatives. Used by the ablation study (``probes.interventions.ablation``), the linear probes and
+the reader-study statistics.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from probes.core.result import Result, tidy
+from probes.core.validate import as_labels, check_alpha
+
 __all__ = ["auc", "delong_placements", "delong_cov", "delong", "DeLongResult"]
 
 
-def _truth(truth, n: int | None = None, name: str = "truth") -> np.ndarray:
-    t = np.asarray(truth)
-    if t.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {t.shape}")
-    if n is not None and t.shape[0] != n:
-        raise ValueError(f"{name} has {t.shape[0]} cases but the scores have {n}")
-    if t.dtype == bool:
-        t = t.astype(int)
-    if not np.issubdtype(t.dtype, np.number) or np.isnan(t.astype(float)).any():
-        raise ValueError(f"{name} must be numeric 0/1 without NaN")
-    bad = sorted(set(np.unique(t).tolist()) - {0, 1})
-    if bad:
-        raise ValueError(f"{name} must be binary 0/1, found values {bad[:5]}")
-    if t.sum() == 0 or t.sum() == t.size:
-        raise ValueError(f"{name} has a single class ({int(t[0])} for all {t.size} cases); AUC is undefined")
-    return t.astype(bool)
+def _binary_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """1-D 0/1 labels of ``n`` cases with both classes present, as bool."""
+    if np.ndim(labels) != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {np.shape(labels)}")
+    y = as_labels(labels, n, name)
+    if y.min() == y.max():
+        raise ValueError(f"{name} has a single class ({int(y[0])} for all {y.size} cases); AUC is undefined")
+    return y.astype(bool)
 
 
-def _scores(scores, name: str = "scores") -> np.ndarray:
+def _scores(scores: Any, name: str = "scores") -> np.ndarray:
     s = np.asarray(scores, dtype=float)
     if s.ndim == 1:
         s = s[None]
@@ -61,16 +58,17 @@ def _midrank(x: np.ndarray) -> np.ndarray:
     return stats.rankdata(x, method="average", axis=-1)
 
 
-def delong_placements(truth, scores) -> tuple[np.ndarray, np.ndarray]:
+def delong_placements(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """Structural components V10 (k, m) per positive and V01 (k, n) per negative.
 
     V10_i = fraction of negatives scored below positive i (ties ½); V01_j = fraction of
     positives scored above negative j (ties ½). Computed with midranks (Sun & Xu 2014):
     V10_i = (R_i − R^X_i) / n, V01_j = 1 − (R_j − R^Y_j) / m, R the midrank in the pooled
-    sample and R^X, R^Y the midranks within positives / negatives.
+    sample and R^X, R^Y the midranks within positives / negatives. ``labels``: 0/1 per case;
+    ``scores``: (n_cases,) or (k, n_cases).
     """
     s = _scores(scores)
-    t = _truth(truth, s.shape[1])
+    t = _binary_labels(labels, s.shape[1])
     x, y = s[:, t], s[:, ~t]
     m, n = x.shape[1], y.shape[1]
     pooled = _midrank(np.concatenate([x, y], axis=1))
@@ -79,12 +77,12 @@ def delong_placements(truth, scores) -> tuple[np.ndarray, np.ndarray]:
     return v10, v01
 
 
-def delong_cov(truth, scores) -> tuple[np.ndarray, np.ndarray]:
+def delong_cov(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """AUCs (k,) and DeLong covariance (k, k) of k scores on the same cases.
 
     Cov = S10 / m + S01 / n (sample covariances of the structural components, ddof = 1).
     """
-    v10, v01 = delong_placements(truth, scores)
+    v10, v01 = delong_placements(labels, scores)
     m, n = v10.shape[1], v01.shape[1]
     if m < 2 or n < 2:
         raise ValueError(f"DeLong covariance needs ≥ 2 positives and ≥ 2 negatives, got {m} and {n}")
@@ -93,20 +91,23 @@ def delong_cov(truth, scores) -> tuple[np.ndarray, np.ndarray]:
     return aucs, cov
 
 
-def auc(truth, scores) -> float:
+def auc(labels: Any, scores: Any) -> float:
     """Empirical (trapezoidal) AUC = Mann–Whitney U / (m·n), ties counted ½."""
-    v10, _ = delong_placements(truth, scores)
+    v10, _ = delong_placements(labels, scores)
     if v10.shape[0] != 1:
         raise ValueError(f"auc takes one score vector, got {v10.shape[0]}; use delong_cov for several")
     return float(v10.mean())
 
 
 @dataclass(frozen=True)
-class DeLongResult:
+class DeLongResult(Result):
     """AUC(s) with DeLong variances; ``diff`` = auc_a − auc_b (or auc_a − 0.5 for one score).
 
     ``z = diff / se`` and ``p`` is two-sided; ``ci_low``/``ci_high`` is the Wald CI of ``diff``
     (of AUC_a itself for one score: then ``ci_*`` bound AUC_a, and z/p test AUC_a = 0.5).
+    ``to_frame()``: test (``"auc"`` for one score, ``"paired"`` or ``"unpaired"``), metric
+    (every numeric field: auc_a, auc_b, var_a, var_b, cov, diff, se, z, p, ci_low, ci_high,
+    n_pos, n_neg, alpha), value.
     """
 
     auc_a: float
@@ -125,21 +126,40 @@ class DeLongResult:
     n_neg: int
     alpha: float = 0.05
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row with every field."""
-        return pd.DataFrame([asdict(self)])
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        """The summary's heading: which test this is."""
+        return {"auc": "AUC with DeLong interval", "paired": "DeLong test, paired (correlated) ROC curves",
+                "unpaired": "DeLong test, unpaired (independent) ROC curves"}[self.test]
 
-    def summary(self) -> str:
-        """Human-readable summary in the style of pROC's ``roc.test``."""
-        lvl = int(round(100 * (1 - self.alpha)))
+    @property
+    def test(self) -> str:
+        """``"auc"`` (one score against 0.5), ``"paired"`` or ``"unpaired"``."""
         if np.isnan(self.auc_b):
+            return "auc"
+        return "paired" if self.paired else "unpaired"
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long copy: test, metric (every numeric field), value."""
+        fields = {k: v for k, v in asdict(self).items() if k != "paired"}
+        return tidy(pd.DataFrame({"test": self.test, "metric": list(fields), "value": list(fields.values())}))
+
+    def _summary_tables(self) -> pd.DataFrame:
+        keys = ("auc_a", "se", "ci_low", "ci_high", "z", "p") if self.test == "auc" else \
+            ("auc_a", "auc_b", "diff", "se", "ci_low", "ci_high", "z", "p")
+        return pd.DataFrame({k: [getattr(self, k)] for k in keys})
+
+    def _notes(self) -> Sequence[str]:
+        """One sentence in the style of pROC's ``roc.test``."""
+        lvl = int(round(100 * (1 - self.alpha)))
+        if self.test == "auc":
             return (f"AUC = {self.auc_a:.4f} (DeLong SE {self.se:.4f}; {lvl}% CI {self.ci_low:.4f} to "
                     f"{self.ci_high:.4f}); vs 0.5: z = {self.z:.3f}, p = {self.p:.4g}; "
-                    f"{self.n_pos} positives, {self.n_neg} negatives")
+                    f"{self.n_pos} positives, {self.n_neg} negatives",)
         kind = "paired (correlated)" if self.paired else "unpaired (independent)"
         return (f"DeLong test, {kind} ROC curves: AUC_a = {self.auc_a:.4f}, AUC_b = {self.auc_b:.4f}, "
                 f"difference {self.diff:.4f} (SE {self.se:.4f}; {lvl}% CI {self.ci_low:.4f} to "
-                f"{self.ci_high:.4f}), z = {self.z:.3f}, p = {self.p:.4g}")
+                f"{self.ci_high:.4f}), z = {self.z:.3f}, p = {self.p:.4g}",)
 
 
 def _wald(diff: float, se: float, alpha: float) -> tuple[float, float, float, float]:
@@ -152,25 +172,28 @@ def _wald(diff: float, se: float, alpha: float) -> tuple[float, float, float, fl
     return z, p, diff - q * se, diff + q * se
 
 
-def delong(truth, scores_a, scores_b=None, *, truth_b=None, alpha: float = 0.05) -> DeLongResult:
+def delong(labels: Any, scores_a: Any, scores_b: Any = None, *, labels_b: Any = None,
+           alpha: float = 0.05) -> DeLongResult:
     """DeLong AUC inference: one AUC, two correlated AUCs, or two independent AUCs.
 
     - ``scores_b is None``: AUC_a with its DeLong SE, Wald CI of AUC_a, z/p for AUC_a = 0.5.
-    - ``scores_b`` on the same cases (``truth_b is None``): paired test,
+    - ``scores_b`` on the same cases (``labels_b is None``): paired test,
       Var(a − b) = Var a + Var b − 2 Cov(a, b) (DeLong et al. 1988).
-    - ``truth_b`` given: scores_b are other cases; unpaired test, Var(a − b) = Var a + Var b.
+    - ``labels_b`` given: scores_b are other cases; unpaired test, Var(a − b) = Var a + Var b.
+
+    ``labels`` are the true classes (0/1) of the cases of ``scores_a``; intervals are
+    ``1 − alpha``.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    check_alpha(alpha)
     sa = _scores(scores_a, "scores_a")
     if sa.shape[0] != 1:
         raise ValueError(f"scores_a must be 1-D, got shape {np.shape(scores_a)}")
-    t = _truth(truth, sa.shape[1])
+    t = _binary_labels(labels, sa.shape[1])
     m, n = int(t.sum()), int((~t).sum())
     if scores_b is None:
-        if truth_b is not None:
-            raise ValueError("truth_b given without scores_b")
-        (a,), cov = delong_cov(truth, sa)
+        if labels_b is not None:
+            raise ValueError("labels_b given without scores_b")
+        (a,), cov = delong_cov(labels, sa)
         se = float(np.sqrt(cov[0, 0]))
         z, p, _, _ = _wald(a - 0.5, se, alpha)
         q = stats.norm.ppf(1 - alpha / 2)
@@ -179,17 +202,17 @@ def delong(truth, scores_a, scores_b=None, *, truth_b=None, alpha: float = 0.05)
     sb = _scores(scores_b, "scores_b")
     if sb.shape[0] != 1:
         raise ValueError(f"scores_b must be 1-D, got shape {np.shape(scores_b)}")
-    if truth_b is None:
+    if labels_b is None:
         if sb.shape[1] != sa.shape[1]:
             raise ValueError(f"paired test needs scores on the same cases: scores_a has {sa.shape[1]}, "
-                             f"scores_b {sb.shape[1]} (pass truth_b for independent samples)")
-        aucs, cov = delong_cov(truth, np.concatenate([sa, sb]))
+                             f"scores_b {sb.shape[1]} (pass labels_b for independent samples)")
+        aucs, cov = delong_cov(labels, np.concatenate([sa, sb]))
         var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
         va, vb, c, paired = cov[0, 0], cov[1, 1], cov[0, 1], True
     else:
-        _truth(truth_b, sb.shape[1], "truth_b")
-        (a,), ca = delong_cov(truth, sa)
-        (b,), cb = delong_cov(truth_b, sb)
+        _binary_labels(labels_b, sb.shape[1], "labels_b")
+        (a,), ca = delong_cov(labels, sa)
+        (b,), cb = delong_cov(labels_b, sb)
         aucs = np.array([a, b])
         va, vb, c, paired = ca[0, 0], cb[0, 0], 0.0, False
         var = va + vb

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from probes import HookRegistry, ModelSnapshot
 from probes.attribution.gradcam import layer_gradcam
-
 from tests.helpers import randomize_bn, timm_model
 
 gradcam = pytest.importorskip("pytorch_grad_cam")
@@ -177,3 +176,35 @@ def test_any_spatial_point_and_errors(resnet18):
     with pytest.raises(ValueError, match="normalize"):
         layer_gradcam(reg, x, 0, normalize="max")
     assert snap.diff(resnet18) == []
+
+
+def test_module_or_registry_and_the_result(resnet18):
+    x = _x((2, 4, 64, 64))
+    points = ["layer3.1.resid", "layer4.1.resid"]
+    res = layer_gradcam(HookRegistry(resnet18), x, [0, 1], points, case_ids=["a", "b"])
+    direct = layer_gradcam(resnet18, x, [0, 1], points)  # a module gets a registry built on the fly
+    assert list(res) == points and all(torch.equal(res[p], direct[p]) for p in points)
+    df = res.to_frame()
+    assert list(df.columns) == ["case_id", "method", "point", "contrast", "metric", "value"]
+    assert len(df) == 2 * 2 * 4 and set(df.case_id) == {"a", "b"} and set(df.contrast) == {"all"}
+    got = df[(df.point == "layer3.1.resid") & (df.case_id == "b") & (df.metric == "sum")].value.item()
+    assert got == pytest.approx(res["layer3.1.resid"][1].double().sum().item(), rel=1e-9)
+    one = res.attribution("layer4.1.resid")
+    assert one.point == "layer4.1.resid" and one.maps is res["layer4.1.resid"] and one.case_ids == ("a", "b")
+    assert torch.equal(layer_gradcam(resnet18, x, [0, 1], "layer4.1.resid").maps, res["layer4.1.resid"])
+    with pytest.raises(ValueError, match="pick one"):
+        res.maps
+    with pytest.raises(KeyError, match="layer4.1.resid"):
+        res["layer4.1.resd"]
+    s = res.summary()
+    assert "layer3.1.resid" in s and "layer4.1.resid" in s and "<table" in s._repr_html_()
+
+
+def test_training_mode_runs_in_eval_and_is_restored(resnet18):
+    x = _x((2, 4, 64, 64))
+    model = copy.deepcopy(resnet18).train()
+    snap = ModelSnapshot.take(model)
+    with pytest.warns(UserWarning, match="layer_gradcam.*training mode"):
+        maps = layer_gradcam(model, x, 1, "layer3.1.resid")
+    assert snap.diff(model) == [] and model.training
+    torch.testing.assert_close(maps.maps, layer_gradcam(resnet18, x, 1, "layer3.1.resid").maps)

@@ -52,7 +52,7 @@ def test_largest_weight_on_the_region_and_closed_form():
     model = RegionSum(region, channel=2)
     x = _x((2, 4, 32, 32))
     snap = ModelSnapshot.take(model)
-    m = lime_map(model, x, 1, segments=seg, n_samples=400, batch_size=50)
+    m = lime_map(model, x, 1, segments=seg, n_samples=400, batch_size=50).maps
     assert snap.diff(model) == []
     assert m.shape == (2, 1, 32, 32)
     for i in range(2):
@@ -66,7 +66,7 @@ def test_largest_weight_on_the_region_and_closed_form():
         others = m[i, 0][~region]
         assert others.abs().max() < 0.02 * s
     # the opposite class's logit is −S: its weight flips sign
-    m0 = lime_map(model, x, [0, 0], segments=seg, n_samples=400)
+    m0 = lime_map(model, x, [0, 0], segments=seg, n_samples=400).maps
     torch.testing.assert_close(m0, -m, rtol=1e-6, atol=1e-4)
 
 
@@ -83,7 +83,7 @@ def test_equals_lime_image_explainer_on_three_channels():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
     x = _x((1, 3, 24, 24), seed=7).double()
-    mine = lime_map(model, x, 1, segments=seg, n_samples=200, batch_size=32, seed=3, hide_value=0.0)
+    mine = lime_map(model, x, 1, segments=seg, n_samples=200, batch_size=32, seed=3, hide_value=0.0).maps
 
     def classifier_fn(imgs):
         with torch.no_grad():
@@ -104,7 +104,7 @@ def test_per_contrast_finds_segment_and_channel():
     region = seg == 9
     model = RegionSum(region, channel=3)
     x = _x((1, 4, 32, 32))
-    m = lime_map(model, x, 1, segments=seg[None, None], per_contrast=True, n_samples=600)
+    m = lime_map(model, x, 1, segments=seg[None, None], per_contrast=True, n_samples=600).maps
     assert m.shape == (1, 4, 32, 32)
     flat = m[0].flatten()
     c, pos = divmod(int(flat.argmax()), 32 * 32)
@@ -123,9 +123,9 @@ def test_slic_segments_deterministic_and_3d():
     region[2:8, 2:8, 2:8] = True
     x[0][:, region] += 2.0
     model = RegionSum(region, channel=1)
-    a = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=5)
-    b = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=5)
-    c = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=6)
+    a = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=5).maps
+    b = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=5).maps
+    c = lime_map(model, x, 1, n_segments=20, n_samples=300, seed=6).maps
     assert a.shape == (1, 1, 16, 16, 16)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -175,5 +175,5 @@ def test_bad_arguments():
         lime_map(model, x, [1, 1, 1], segments=seg)
     with pytest.raises(ValueError, match="batch_size"):
         lime_map(model, x, 1, segments=seg, batch_size=0)
-    with pytest.raises(ValueError, match="class 5"):
+    with pytest.raises(ValueError, match=r"target \[5\] out of range"):
         lime_map(model, x, 5, segments=seg, n_samples=4)

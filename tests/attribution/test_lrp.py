@@ -1,4 +1,4 @@
-"""LRP (probes/lrp.py): conservation on timm residual nets, per-contrast maps, closed form, 3D."""
+"""LRP (probes.attribution.lrp): conservation on timm residual nets, per-contrast maps, closed form, 3D."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from probes.attribution.lrp import LRPConservationError, LRPRuleError, MergeBatchNormAct, default_canonizers, lrp, lrp_conservation
+from probes.attribution.lrp import LRPConservationError, LRPRuleError, lrp, lrp_conservation
+from probes.attribution.lrp_canonizers import MergeBatchNormAct, default_canonizers
 from probes.core.model import ModelSnapshot
-
 from tests.helpers import randomize_bn, timm_model
 
 
@@ -41,7 +41,7 @@ def test_conserves_on_timm(name, composite, n, x, request):
     snap = ModelSnapshot.take(model)
     x = x[:n]  # (the slowest case gets one sample: shared CPU budget)
     target = torch.tensor([1, 0])[:n]
-    R = lrp(model, x, target, composite=composite)
+    R = lrp(model, x, target, composite=composite).maps
     assert R.shape == x.shape and torch.isfinite(R).all()
     ok, s, start = _conserves(model, x, R, target)
     assert ok.all(), (s, start)
@@ -49,7 +49,7 @@ def test_conserves_on_timm(name, composite, n, x, request):
 
 
 def test_per_contrast_maps_differ(r18, x):
-    R = lrp(r18, x, 1)
+    R = lrp(r18, x, 1).maps
     for n in range(2):
         maps = R[n].flatten(1)
         assert not torch.allclose(maps[0], maps[1])
@@ -59,15 +59,15 @@ def test_per_contrast_maps_differ(r18, x):
     # negative control: zennit's stock EpsilonPlusFlat (a user-supplied Composite) puts the Flat rule
     # on the first conv, which makes all contrast maps identical - the check above would fail
     from zennit.composites import EpsilonPlusFlat
-    Rf = lrp(r18, x, 1, composite=EpsilonPlusFlat(zero_params=["bias"]))
+    Rf = lrp(r18, x, 1, composite=EpsilonPlusFlat(zero_params=["bias"])).maps
     assert torch.allclose(Rf[:, 0], Rf[:, 1]) and torch.allclose(Rf[:, 0], Rf[:, 3])
 
 
 def test_stock_resnet_canonizer_fails_on_timm(r18, x):
     from zennit.torchvision import ResNetCanonizer
-    df = lrp_conservation(r18, x, 1, canonizers=[ResNetCanonizer()])
+    df = lrp_conservation(r18, x, 1, canonizers=[ResNetCanonizer()]).table
     assert (df.rel_error > 10).all(), df  # relevance duplicated at every skip (Σ ≈ 255 × logit)
-    ours = lrp_conservation(r18, x, 1)
+    ours = lrp_conservation(r18, x, 1).table
     assert (ours.rel_error < 1e-3).all(), ours
     assert list(ours.columns) == ["case_id", "target", "start", "sum_relevance", "sum_abs_relevance",
                                   "rel_error", "composite"]
@@ -80,12 +80,12 @@ def test_stock_resnet_canonizer_fails_on_timm(r18, x):
 def test_se_blocks_conserve(x):
     m = timm_model("seresnet18")
     x = x[..., :32, :32]
-    R = lrp(m, x, 0)
+    R = lrp(m, x, 0).maps
     ok, s, start = _conserves(m, x, R, torch.tensor([0, 0]))
     assert ok.all(), (s, start)
     # without the SE canonizer relevance also flows into the gate
     cans = [c for c in default_canonizers() if type(c).__name__ != "TimmSECanonizer"]
-    assert (lrp_conservation(m, x, 0, canonizers=cans).rel_error > 1).all()
+    assert (lrp_conservation(m, x, 0, canonizers=cans).table.rel_error > 1).all()
 
 
 def test_epsilon_equals_gradient_times_input():
@@ -95,13 +95,13 @@ def test_epsilon_equals_gradient_times_input():
                         nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten(), nn.Linear(8, 3, bias=False)).double().eval()
     xx = torch.randn(2, 3, 12, 12, dtype=torch.float64)
-    R = lrp(net, xx, [2, 1], composite="epsilon", epsilon=1e-12)
+    R = lrp(net, xx, [2, 1], composite="epsilon", epsilon=1e-12).maps
     xg = xx.clone().requires_grad_(True)
     out = net(xg)
     (g,) = torch.autograd.grad(out[torch.arange(2), torch.tensor([2, 1])].sum(), xg)
     torch.testing.assert_close(R, xx * g, rtol=1e-6, atol=1e-9)
     # the comparison can fail: ZPlus rules give a different map on the same net
-    assert not torch.allclose(lrp(net, xx, [2, 1], composite="epsilon_plus"), xx * g, rtol=1e-2)
+    assert not torch.allclose(lrp(net, xx, [2, 1], composite="epsilon_plus").maps, xx * g, rtol=1e-2)
 
 
 def _small_monai_3d():
@@ -115,11 +115,11 @@ def test_3d_monai_resnet():
     m = _small_monai_3d()
     x3 = torch.randn(1, 4, 24, 24, 24, generator=torch.Generator().manual_seed(2))
     snap = ModelSnapshot.take(m)
-    R = lrp(m, x3, 1)
+    R = lrp(m, x3, 1).maps
     assert R.shape == x3.shape
     ok, s, start = _conserves(m, x3, R, torch.tensor([1]))
     assert ok.all(), (s, start)
-    assert (lrp_conservation(m, x3, 1, canonizers=None).rel_error > 10).all()  # skips need the canonizer
+    assert (lrp_conservation(m, x3, 1, canonizers=None).table.rel_error > 10).all()  # skips need the canonizer
     assert snap.diff(m) == []
 
 
@@ -149,7 +149,8 @@ def test_training_mode_restored(r18, x):
     r18.train()
     try:
         snap = ModelSnapshot.take(r18)
-        lrp(r18, x, 0)  # runs in eval mode (BN merge needs running statistics) ...
+        with pytest.warns(UserWarning, match="lrp.*training mode"):
+            lrp(r18, x, 0)  # runs in eval mode (BN merge needs running statistics) ...
         assert snap.diff(r18) == [] and r18.training  # ... and puts the modes back
     finally:
         r18.eval()
@@ -180,7 +181,19 @@ def test_sign_fixed_gamma_vs_stock_gamma(r51q, x):
     (measured ×58 and ×3144); SignFixedGamma (case from the bias-free output) conserves."""
     from zennit.composites import EpsilonGammaBox
     lo, hi = x.amin((0, 2, 3), keepdim=True), x.amax((0, 2, 3), keepdim=True)
-    stock = lrp_conservation(r51q, x, 1, composite=EpsilonGammaBox(low=lo, high=hi, zero_params=["bias"]))
+    stock = lrp_conservation(r51q, x, 1, composite=EpsilonGammaBox(low=lo, high=hi, zero_params=["bias"])).table
     assert (stock.rel_error > 1).all(), stock
-    ours = lrp_conservation(r51q, x, 1, composite="epsilon_gamma_box", low=lo, high=hi)
+    ours = lrp_conservation(r51q, x, 1, composite="epsilon_gamma_box", low=lo, high=hi).table
     assert (ours.rel_error < 1e-2).all(), ours
+
+
+def test_conservation_result_frame(r18, x):
+    res = lrp_conservation(r18, x, [1, 0], case_ids=["p1", "p2"])
+    df = res.to_frame()
+    assert list(df.columns) == ["case_id", "composite", "target", "metric", "value"]
+    assert df.case_id.tolist() == ["p1"] * 4 + ["p2"] * 4 and df.target.tolist() == [1] * 4 + [0] * 4
+    assert df.metric.tolist()[:4] == ["start", "sum_relevance", "sum_abs_relevance", "rel_error"]
+    R = lrp(r18, x, [1, 0])
+    assert df.value[1] == pytest.approx(R.maps[0].double().sum().item(), rel=1e-9)
+    assert R.method == "lrp" and R.options["composite"] == "epsilon_plus" and R.contrasts == ("0", "1", "2", "3")
+    assert "rel_error" in res.summary()

@@ -1,4 +1,4 @@
-"""The attribution instruments' first truth tests (issue 5), on models whose mechanism we planted.
+"""Truth tests of the attribution instruments, on models whose mechanism we planted.
 
 - Lesion shape as the only mechanism → Grad-CAM and LRP put more relevance mass in ``gtv``
   than in ``skull``.
@@ -13,7 +13,7 @@ Measured on the lesion model (40 test cases, median mass gtv vs skull): layer2/3
 0.09–0.13 vs 0.06–0.07 (p ≤ 5e-4), but layer4 — 3×3, upsampled — 0.06 vs 0.08: too coarse
 to tell a 2–4 cm lesion from the skull ring around it.
 
-LRP composite: ``epsilon_gamma_box`` (with the sign-fixed Gamma of probes.lrp). Measured
+LRP composite: ``epsilon_gamma_box`` (with the sign-fixed Gamma of probes.attribution.lrp). Measured
 (median mass gtv vs skull): lesion model 0.44 vs 0.03 (p = 4e-11), marker model 0.05 vs 0.22
 (p = 2e-12). ``epsilon_plus`` (z⁺ everywhere) is far less class-sensitive here: lesion 0.18 vs
 0.02, but marker model only 0.10 vs 0.14 (one-sided p ≈ 0.02).
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from probes.hooks.registry import HookRegistry
-from probes.attribution.lrp import lrp
 from probes.attribution.gradcam import layer_gradcam
+from probes.attribution.lrp import lrp
+from probes.hooks.registry import HookRegistry
 
 
 def _batch(cohorts, n: int, only_marker: bool = False):
@@ -46,7 +46,7 @@ def _mass(maps: torch.Tensor, roi: np.ndarray) -> np.ndarray:
 def _maps(model, x, target):
     reg = HookRegistry(model)
     cam = layer_gradcam(reg, x, target, points=["layer3.1.resid"])["layer3.1.resid"]
-    return {"gradcam": cam, "lrp": lrp(model, x, target, composite="epsilon_gamma_box")}
+    return {"gradcam": cam, "lrp": lrp(model, x, target, composite="epsilon_gamma_box").maps}
 
 
 def test_lesion_model_attends_to_the_tumour_not_the_skull(lesion_model):

@@ -1,4 +1,4 @@
-"""Atlas ROIs (audit.anatomy): registration accuracy on cases with known masks, QC, cohort use.
+"""Atlas ROIs (audit.data.atlas): registration accuracy on cases with known masks, QC, cohort use.
 
 Ground truth comes from two sources: the synthetic cohort (audit.synthetic, masks known by
 construction) and a template warped here by a random affine plus a smooth displacement, with
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import ants  # noqa: E402,F401  (a dependency: its absence must fail, not skip)
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,12 @@ from scipy import ndimage as ndi
 
 from audit.data import atlas as A
 from audit.data.cohort import Case, Cohort
+from probes.core.stats import dice
 
-import ants  # noqa: E402,F401  (a dependency: its absence must fail, not skip)
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of one mask pair (probes.core.stats.dice is per case over the leading axis)."""
+    return float(dice(np.asarray(a)[None], np.asarray(b)[None])[0])
 
 
 def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -87,10 +92,10 @@ def test_synthetic_cohort_brain_dice() -> None:
     for c in cohort:
         res = A.atlas_rois(c, channel=channel, seed=0)
         assert res.masks["brain"].shape == c.spatial_shape
-        d_brain = A.dice(res.masks["brain"], c.masks["brain"])
+        d_brain = _dice(res.masks["brain"], c.masks["brain"])
         assert d_brain >= 0.9, (c.case_id, d_brain, res.qc)
         if "skull" in c.masks:
-            assert A.dice(res.masks["skull"], c.masks["skull"]) >= 0.6, c.case_id
+            assert _dice(res.masks["skull"], c.masks["skull"]) >= 0.6, c.case_id
         assert not res.qc["flagged"], (c.case_id, res.qc)
 
 
@@ -98,8 +103,8 @@ def test_warped_template_brain_dice(case: Case, result: A.AtlasResult) -> None:
     assert set(result.masks) == {"brain", "skull"}
     for m in result.masks.values():
         assert m.shape == case.spatial_shape and m.dtype == bool
-    assert A.dice(result.masks["brain"], case.masks["brain_true"]) >= 0.9
-    assert A.dice(result.masks["skull"], case.masks["skull_true"]) >= 0.75
+    assert _dice(result.masks["brain"], case.masks["brain_true"]) >= 0.9
+    assert _dice(result.masks["skull"], case.masks["skull_true"]) >= 0.75
     assert not result.qc["flagged"] and result.qc["dice_vs_intensity_mask"] >= 0.85
     assert result.qc["seconds"] < 30
     row = result.to_frame()
@@ -112,12 +117,12 @@ def test_without_affine_uses_spacing(case: Case) -> None:
     bare = Case("bare", case.image, case.channels, masks=case.masks)
     res = A.atlas_rois(bare, spacing=3.0, reg_iterations=(30, 10, 0))
     assert res.masks["brain"].shape == case.spatial_shape
-    assert A.dice(res.masks["brain"], case.masks["brain_true"]) >= 0.9
+    assert _dice(res.masks["brain"], case.masks["brain_true"]) >= 0.9
 
 
 def test_deformable_only_from_centre_of_mass(case: Case) -> None:
     res = A.atlas_rois(case, aff_first=False, reg_iterations=(40, 20, 0))
-    assert A.dice(res.masks["brain"], case.masks["brain_true"]) >= 0.9
+    assert _dice(res.masks["brain"], case.masks["brain_true"]) >= 0.9
 
 
 # ------------------------------------------------------------------------------ QC
@@ -145,11 +150,11 @@ def test_intensity_mask_and_dice() -> None:
     m = A.intensity_mask(img)
     truth = np.zeros(img.shape, bool)
     truth[4:16, 4:16, 4:16] = True
-    assert A.dice(m, truth) == 1.0
-    assert A.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert _dice(m, truth) == 1.0
+    assert _dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
     assert not A.intensity_mask(np.ones((5, 5, 5))).any()
     with pytest.raises(ValueError, match="shapes differ"):
-        A.dice(np.zeros(3, bool), np.zeros(4, bool))
+        _dice(np.zeros(3, bool), np.zeros(4, bool))
 
 
 def test_qc_figure(case: Case, result: A.AtlasResult, tmp_path) -> None:
@@ -207,7 +212,7 @@ def test_add_atlas_rois_keeps_masks_and_records_failures(case: Case) -> None:
     with pytest.raises(ValueError, match="'flat'"):
         A.add_atlas_rois(cohort.subset(["flat"]), raise_errors=True, **kw)
     out2, qc2 = A.add_atlas_rois(cohort.subset(["good"]), overwrite=True, **kw)
-    assert A.dice(out2["good"].masks["brain"], case.masks["brain_true"]) >= 0.85
+    assert _dice(out2["good"].masks["brain"], case.masks["brain_true"]) >= 0.85
     assert qc2.loc[0, "kept_existing"] == ""
 
 

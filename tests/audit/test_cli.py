@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from audit.cli import app
 from audit.models import save_state_dict
-
 from tests.helpers import randomize_bn
 
 
@@ -19,6 +18,24 @@ def test_cli_verify_on_safetensors(tmp_path):
     res = CliRunner().invoke(app, ["verify", str(path), "--arch", "resnet18", "--shape", "32,32"])
     assert res.exit_code == 0, res.output
     assert "8 residual blocks" in res.output and "identity_patch" in res.output
+
+
+def test_cli_verify_on_a_model_folder_uses_its_card(tmp_path):
+    """A folder written by the trainers (or `audit demo`) verifies without --arch: the card
+    names the narrow ResNet and its arguments, and the input shape."""
+    from audit.data.cohort import Case, Cohort
+    from audit.training import TrainConfig, train_classifier
+
+    rng = np.random.default_rng(0)
+    cohort = Cohort([Case(f"c{i}", rng.normal(size=(2, 24, 24)).astype(np.float32), ("A", "B"), i % 2)
+                     for i in range(8)])
+    cfg = TrainConfig(arch_kwargs={"channels": (8, 16, 32, 64), "stem_width": 8}, epochs=1, batch_size=8)
+    train_classifier({"train": cohort, "val": cohort}, cfg, tmp_path / "m")
+    res = CliRunner().invoke(app, ["verify", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert "8 residual blocks" in res.output
+    res = CliRunner().invoke(app, ["verify", str(tmp_path / "m"), "--arch", "resnet18"])
+    assert res.exit_code == 2 and "model folder" in res.output
 
 
 def test_cli_refuses_unsafe_checkpoint_and_names_the_flag(tmp_path):

@@ -218,10 +218,19 @@ def test_dataset_and_dataloader_batches():
 def test_dataset_mask_sets_and_shape_errors():
     nomask = Case("z", _img((4, 6, 5)), CH)
     co = Cohort([case2d("a"), nomask])
-    with pytest.raises(ValueError, match=r"different mask sets.*'z'.*mask_names=\(\)"):
-        co.as_dataset()
-    with pytest.raises(KeyError, match=r"case 'z' has no mask.*gtv"):
-        co.as_dataset(mask_names=["gtv"])
+    # a mask missing on a case (other cases carry it) is an empty mask of the case's shape
+    ds = co.as_dataset()
+    assert ds.mask_names == ("gtv",) and ds.mask_coverage == {"gtv": 1}
+    assert ds[1]["masks"]["gtv"].shape == (6, 5) and ds[1]["masks"]["gtv"].dtype == torch.bool
+    assert not ds[1]["masks"]["gtv"].any() and torch.equal(ds[0]["masks"]["gtv"], torch.tensor(co[0].masks["gtv"]))
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert batch["masks"]["gtv"].shape == (2, 6, 5) and batch["masks"]["gtv"].sum() == co[0].masks["gtv"].sum()
+    assert list(co.as_dataset(mask_names=["gtv"])[1]["masks"]) == ["gtv"]
+    # a name no case carries is still an error, with close matches
+    with pytest.raises(KeyError, match=r"no case carries mask\(s\) \['gtvv'\].*did you mean 'gtv'"):
+        co.as_dataset(mask_names=["gtvv"])
+    with pytest.raises(TypeError, match="sequence of names"):
+        co.as_dataset(mask_names="gtv")
     assert list(co.as_dataset(mask_names=())[1]["masks"]) == []
     mixed = Cohort([case2d("a"), case2d("b", hw=(7, 5))]).as_dataset()
     with pytest.raises(ValueError,

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from rich.console import Console
 
 from audit.demo import DemoConfig, run_demo
@@ -32,6 +33,19 @@ def test_demo_default_reaches_090_and_reuses_its_checkpoint(tmp_path, monkeypatc
     # predictions.csv reproduces the card's test accuracy
     pred = pd.read_csv(files["predictions"]).query("split == 'test'")
     assert ((pred.p1 > 0.5).astype(int) == pred.label).mean() == pytest.approx(metrics.loc["test", "accuracy"])
+    # the output folder is a model folder: the card's arch with its arguments loads the weights
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+    from audit.models import load_model
+    from audit.training import load_trained
+
+    model, loaded_card = load_trained(tmp_path / "out")  # checks the weights' SHA-256 against the card
+    assert loaded_card == card and files["checkpoint"] == tmp_path / "out" / card["checkpoint"]
+    same = load_model(files["checkpoint"], card["arch"], **card["arch_kwargs"]).state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())
+    verified = CliRunner().invoke(app, ["verify", str(tmp_path / "out")])
+    assert verified.exit_code == 0, verified.output
     # a second run with the same config reuses the cached checkpoint
     run_demo(tmp_path / "out2", DemoConfig(), console=console)
     assert "(cached)" in (tmp_path / "log.txt").read_text()

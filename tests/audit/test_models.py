@@ -220,8 +220,8 @@ def test_onnx_matches_torch_and_onnxruntime(variant, x, tmp_path):
 
 def test_onnx_opset18_dynamo_export(resnet, x, tmp_path):
     """torch's default exporter writes opset 18 (ReduceMean with axes as input)."""
-    import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     import onnx
+    import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
     _export(resnet, x, tmp_path / "d.onnx", dynamo=True)
     assert max(o.version for o in onnx.load(str(tmp_path / "d.onnx")).opset_import) >= 18

@@ -41,6 +41,29 @@ def _check_masks(case):
         assert not (mk & ~ndimage.binary_dilation(m["skull"], iterations=8)).any()
 
 
+def test_dataloader_over_the_synthetic_cohort_with_markers_in_some_cases(cohort):
+    """Markers sit in some cases only: as_dataset gives the others an empty marker mask."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    has = [c.case_id for c in cohort if "marker" in c.masks]
+    assert 0 < len(has) < len(cohort)  # the configuration plants markers in some cases
+    ds = cohort.as_dataset()
+    assert "marker" in ds.mask_names and ds.mask_coverage["marker"] == len(has)
+    seen = 0
+    for batch in DataLoader(ds, batch_size=5):
+        n = len(batch["case_id"])
+        assert batch["image"].shape == (n, 4, 64, 64)
+        for name in ds.mask_names:
+            assert batch["masks"][name].shape == (n, 64, 64) and batch["masks"][name].dtype == torch.bool
+        for i, cid in enumerate(batch["case_id"]):
+            marker = batch["masks"]["marker"][i].numpy()
+            expected = cohort[cid].masks.get("marker", np.zeros((64, 64), bool))
+            assert np.array_equal(marker, expected) and marker.any() == (cid in has)
+        seen += n
+    assert seen == len(cohort)
+
+
 def test_template_anatomy():
     a = template_anatomy(2)
     assert a.shape == (99, 117, 95) and a.affine.shape == (4, 4)

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from audit.data.cohort import Case, Cohort
-from audit.training import (TrainConfig, dice_score, load_trained, predict_masks, predict_proba,
-                         train_classifier, train_or_load, train_segmenter)
+from audit.training import (
+    TrainConfig,
+    load_trained,
+    predict_masks,
+    predict_proba,
+    train_classifier,
+    train_or_load,
+    train_segmenter,
+)
+from probes.core.stats import dice
 
 SMALL = TrainConfig(arch="resnet18", arch_kwargs={"channels": (8, 16, 32, 64), "stem_width": 8},
                     epochs=14, batch_size=16, lr=3e-3)
@@ -96,7 +104,7 @@ def test_segmenter_learns_the_square_and_dice_matches_monai(splits, tmp_path):
     res = train_segmenter(splits, cfg, tmp_path / "seg")
     pred = predict_masks(res.model, splits["test"])
     truth = np.stack([c.masks["spot"] for c in splits["test"]])
-    ours = dice_score(pred, truth)
+    ours = dice(pred, truth)
     metric = DiceMetric(include_background=True, reduction="none")
     ref = metric(torch.as_tensor(pred[:, None]).float(), torch.as_tensor(truth[:, None]).float()).numpy().ravel()
     assert np.allclose(ours, ref, atol=1e-6)
@@ -104,3 +112,59 @@ def test_segmenter_learns_the_square_and_dice_matches_monai(splits, tmp_path):
     assert res.card["metrics"]["test"]["dice_mean"] >= 0.7
     model, _ = load_trained(tmp_path / "seg")
     assert np.array_equal(predict_masks(model, splits["test"]), pred)
+
+
+def test_model_folder_loads_in_one_line_with_the_cards_arch(splits, tmp_path):
+    """The card's arch alone does not fit the narrow default ResNet: its arch_kwargs do, and
+    load_trained applies them; a bare load_model says where the card is."""
+    from audit.models import CheckpointMismatchError, load_model
+
+    res = train_classifier(splits, TrainConfig(**{**SMALL.__dict__, "epochs": 1}), tmp_path / "f")
+    card = res.card
+    ckpt = tmp_path / "f" / card["checkpoint"]
+    ref = predict_proba(res.model, splits["test"])
+    by_card = load_model(ckpt, card["arch"], **card["arch_kwargs"])
+    model, _ = load_trained(tmp_path / "f")
+    for m in (by_card, model):
+        assert not m.training
+        np.testing.assert_allclose(predict_proba(m, splits["test"]), ref, atol=1e-6)
+    with pytest.raises(CheckpointMismatchError, match=r"model_card\.json describes this checkpoint.*load_trained"):
+        load_model(ckpt, card["arch"])
+    ckpt.unlink()
+    with pytest.raises(FileNotFoundError, match=r"names the checkpoint 'model.safetensors', which is not in"):
+        load_trained(tmp_path / "f")
+
+
+def test_predictions_honour_the_declared_interface_and_restore_the_mode(splits, tmp_path):
+    """predict_proba/predict_masks feed the model in its declared layout, read its declared
+    output, run in eval mode and leave the training flags as found."""
+    from torch import nn
+
+    from probes.core.model import ModelInterface
+
+    res = train_classifier(splits, TrainConfig(**{**SMALL.__dict__, "epochs": 1}), tmp_path / "g")
+    ref = predict_proba(res.model, splits["test"])
+
+    class ChannelsLastProbabilities(nn.Module):
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            self.net = net
+            self.medaudit_interface = ModelInterface("channels_last", "probabilities")
+
+        def forward(self, x):
+            return torch.softmax(self.net(x.movedim(-1, 1)), dim=1)
+
+    wrapped = ChannelsLastProbabilities(res.model).train()
+    np.testing.assert_allclose(predict_proba(wrapped, splits["test"]), ref, atol=1e-5)
+    assert wrapped.training and res.model.training  # restored: train() set every module
+    res.model.eval()
+
+
+def test_segmenter_refuses_a_split_without_its_target_mask(splits, tmp_path):
+    """Every split is scored against the target mask: an unannotated case is an error, not an
+    empty mask (as_dataset would otherwise fill it with False)."""
+    cfg = TrainConfig(arch="monai:UNet", arch_kwargs={"channels": (8, 16), "strides": (2,)},
+                      task="segmentation", seg_target="spot", epochs=1)
+    bare = Cohort([Case("v0", np.zeros((2, 32, 32), np.float32), ("A", "B"), 0)])
+    with pytest.raises(KeyError, match=r"'spot' missing in 1 val cases.*'v0'"):
+        train_segmenter({**splits, "val": bare}, cfg, tmp_path / "s")

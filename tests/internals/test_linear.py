@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -32,7 +33,7 @@ def lesion_probe(strong_lesion_model, tmp_path_factory):
     loader = DataLoader(cohort.as_dataset(mask_names=()), batch_size=100, collate_fn=collate)
     folder = tmp_path_factory.mktemp("features")
     snap = ModelSnapshot.take(model)
-    fs = extract_features(reg, loader, points, cache_dir=folder)
+    fs = extract_features(model, loader, points, cache_dir=folder)
     changes = snap.diff(model)
     # second call: loaded from disk, the model must not run (counting hook on the root)
     calls = []
@@ -78,7 +79,7 @@ def test_probe_auc_profile_and_control(lesion_probe):
     real, ctrl = w.xs("real", level="task"), w.xs("control", level="task")
     print(res.summary())
     assert real.loc["act1", "test_auc"] < 0.7             # stem, before any block
-    assert real.loc["layer4.1.resid", "test_auc"] >= 0.9   # the issue's bar at the last block
+    assert real.loc["layer4.1.resid", "test_auc"] >= 0.9   # the required bar at the last block
     assert real.loc["layer4.1.resid", "test_auc"] - real.loc["act1", "test_auc"] >= 0.25
     assert real.loc["layer4.1.resid", "test_auc"] - real.loc["layer1.0.resid", "test_auc"] >= 0.08  # it rises
     assert (ctrl["test_auc"] - 0.5).abs().max() <= 0.12    # shuffled labels stay at chance everywhere
@@ -163,7 +164,7 @@ def test_leaky_split_raises():
 
 def test_bad_input_errors():
     X, y, g = _toy(n_pat=20)
-    with pytest.raises(ValueError, match="binary"):
+    with pytest.raises(ValueError, match="0/1"):
         fit_linear_probes({"p": X}, np.where(y == 1, 2, 0), g)
     with pytest.raises(ValueError, match=r"features\['p'\]"):
         fit_linear_probes({"a": X, "p": X[:-1]}, y, g)
@@ -197,6 +198,43 @@ def test_3d_model_features_and_probes():
     assert set(res.table.point) == set(points)
     masks = {"centre": torch.zeros(4, 16, 16, 16, dtype=torch.bool)}
     masks["centre"][:, 4:12, 4:12, 4:12] = True
-    geo = roi_cosine_distances(reg, x[:4], masks, points)
+    geo = roi_cosine_distances(reg, x[:4], masks, points).to_frame()
     assert len(geo) == 4 * len(points) and geo.value.between(0, 2).all()
     assert snap.diff(model) == []
+
+
+def test_result_protocol():
+    """FeatureSet and ProbeResult: tidy long copies (case_id str), several tables, Summary."""
+    g = torch.Generator().manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 3)).eval()
+    x = torch.randn(6, 2, 8, 8, generator=g)
+    batch = {"image": x, "label": torch.tensor([0, 1, 0, 1, 0, 1]), "case_id": [f"c{i}" for i in range(6)],
+             "patient_id": ["a", "a", "b", "c", "c", "d"]}
+    fs = extract_features(model, [batch], ["0", "1"])
+    long = fs.to_frame()
+    assert list(long.columns) == ["case_id", "group", "label", "point", "channel", "metric", "value"]
+    assert long.case_id.map(type).eq(str).all() and len(long) == 2 * 6 * 3
+    row = long[(long.case_id == "c4") & (long.point == "1") & (long.channel == 2)]
+    assert row.value.item() == pytest.approx(float(fs["1"][4, 2]))
+    assert row.group.item() == "c" and row.label.item() == 0
+    long.loc[0, "value"] = 99.0
+    assert fs.to_frame().loc[0, "value"] != 99.0  # a copy
+    assert list(fs.manifest().columns) == ["row", "case_id", "label", "group"]
+    assert "6 cases from 4 groups" in fs.summary()
+
+    X, y, grp = _toy(n_pat=40)
+    res = fit_linear_probes({"p": X, "q": X[:, :2]}, y, grp, split=(0.5, 0.25, 0.25), Cs=[0.1, 1.0],
+                            case_ids=[f"s{i}" for i in range(len(y))])
+    frame = res.to_frame()
+    assert list(frame.columns) == ["point", "task", "split", "C", "metric", "value"]
+    pd.testing.assert_frame_equal(frame[["point", "task", "split", "metric", "value"]],
+                                  res.table[["point", "task", "split", "metric", "value"]])
+    tabs = res.tables()
+    assert set(tabs) == {"probes", "assignment", "val_curve"}
+    a = tabs["assignment"]
+    assert list(a.columns) == ["case_id", "group", "split", "metric", "value"] and a.case_id.iloc[0] == "s0"
+    assert set(a.metric) == {"label", "control_label"} and len(tabs["val_curve"]) == 2 * 2 * 2 * 3
+    text = res.summary()
+    assert type(text).__name__ == "Summary" and "selectivity" in text and "split sizes" in text
+    sel = res.selectivity().set_index("point")["selectivity"]
+    assert f"{sel['q']:.4g}" in text

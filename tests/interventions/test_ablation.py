@@ -1,4 +1,4 @@
-"""Anatomical and intensity ablations (probes.ablation) and the marker-model ROC collapse."""
+"""Anatomical and intensity ablations (probes.interventions.ablation) and the marker-model ROC collapse."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from probes.core.model import ModelSnapshot
 from probes.interventions.ablation import AblationSpec, ablate, ablation_mask, ablation_study, parse_spec
 from probes.metrics.roc import delong
-from probes.core.model import ModelSnapshot
 
 
 def _data(spatial=(8, 9), n=2, c=4, seed=0):
@@ -81,7 +81,7 @@ def test_missing_known_roi_is_empty_and_unknown_is_error():
         ablate(x, masks, "no gtv+skul")
     with pytest.raises(ValueError, match="fill"):
         ablate(x, masks, "no skull fill=mean")
-    with pytest.raises(ValueError, match=r"mask 'skull' has shape \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"masks\['skull'\] shape \(2, 8\)"):
         ablate(x, {"skull": masks["skull"][:, :, 0]}, "no skull")
     with pytest.raises(ValueError, match="brain"):
         ablate(x, {"skull": masks["skull"]}, "no skull fill=brain_mean")
@@ -142,7 +142,7 @@ def test_top_k_per_contrast_ranks_each_contrast():
 def marker_study(marker_model):
     test = marker_model.splits["test"]
     snap = ModelSnapshot.take(marker_model.model)
-    st = ablation_study(marker_model.model, test,
+    st = ablation_study(marker_model.model, test, 1,
                         ["no skull", "no extracranial", "no top5%", "no gtv", "no gtv+skull"],
                         batch_size=32)
     assert snap.diff(marker_model.model) == []
@@ -188,14 +188,42 @@ def test_study_tensor_input_and_errors(resnet18):
     x, masks = _data((32, 32), n=6)
     y = np.array([0, 1] * 3)
     snap = ModelSnapshot.take(resnet18)
-    st = ablation_study(resnet18, torch.from_numpy(x), ["no skull"], labels=y, masks=masks, batch_size=4)
+    st = ablation_study(resnet18, torch.from_numpy(x), 1, ["no skull"], labels=y, masks=masks, batch_size=4)
     assert snap.diff(resnet18) == []
     assert list(st.per_condition["condition"]) == ["none", "no skull"]
     assert len(st.per_case) == 12 and "AUC" in st.summary()
     with pytest.raises(ValueError, match="labels"):
-        ablation_study(resnet18, torch.from_numpy(x), ["no skull"], labels=y[:5], masks=masks)
-    with pytest.raises(ValueError, match=r"mask 'skull' has shape \(5, 32, 32\)"):
-        ablation_study(resnet18, torch.from_numpy(x), ["no skull"], labels=y,
+        ablation_study(resnet18, torch.from_numpy(x), 1, ["no skull"], labels=y[:5], masks=masks)
+    with pytest.raises(ValueError, match=r"masks\['skull'\] shape \(5, 32, 32\)"):
+        ablation_study(resnet18, torch.from_numpy(x), 1, ["no skull"], labels=y,
                        masks={**masks, "skull": masks["skull"][:5]})
     with pytest.raises(ValueError, match="'bone'"):
-        ablation_study(resnet18, torch.from_numpy(x), ["no bone"], labels=y, masks=masks)
+        ablation_study(resnet18, torch.from_numpy(x), 1, ["no bone"], labels=y, masks=masks)
+    with pytest.raises(TypeError, match="specs"):                 # specs in the place of target
+        ablation_study(resnet18, torch.from_numpy(x), ["no skull"], labels=y, masks=masks)
+    with pytest.raises(TypeError, match=r"target \(the third argument\).*specs come fourth"):
+        ablation_study(resnet18, torch.from_numpy(x), "no gtv", ["no skull"], labels=y, masks=masks)
+
+
+def test_study_result_follows_the_result_protocol(marker_study):
+    from probes.core.result import Summary
+
+    st, test = marker_study
+    df = st.to_frame()
+    assert list(df.columns) == ["condition", "metric", "value"] and df is not st.to_frame()
+    wide = df.pivot(index="condition", columns="metric", values="value").loc[st.per_condition["condition"]]
+    for col in ("auc", "ci_low", "delta_auc", "p", "shift_1", "n"):
+        np.testing.assert_array_equal(wide[col].to_numpy(), st.per_condition[col].to_numpy(dtype=float))
+    tables = st.tables()
+    assert list(tables) == ["per_condition", "per_case", "roc"]
+    pc = tables["per_case"]
+    assert list(pc.columns) == ["case_id", "condition", "label", "metric", "value"]
+    assert pc.case_id.map(type).eq(str).all() and list(pc[pc.condition == "none"].case_id) == test.case_ids
+    np.testing.assert_array_equal(pc.value, st.per_case["prob"])
+    roc = tables["roc"]
+    for cond, g in roc.groupby("condition", sort=False):
+        curve = g.pivot(index="point", columns="metric", values="value")
+        assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(wide.loc[cond, "auc"], abs=1e-12)
+    text = st.summary()
+    assert isinstance(text, Summary) and "AUC" in text and "no gtv+skull" in text
+    assert "<table" in st._repr_html_()

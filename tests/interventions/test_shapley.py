@@ -1,4 +1,4 @@
-"""Exact contrast Shapley values, rankings and footrule agreement (probes.shapley)."""
+"""Exact contrast Shapley values, rankings and footrule agreement (probes.interventions.shapley)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from probes.interventions.shapley import (EfficiencyWarning, contrast_ranking, exact_shapley, footrule_max,
-                            modality_shapley, normalized_spearman_footrule, ranking_variance,
-                            shapley_from_values)
 from probes.core.model import ModelSnapshot
-
+from probes.interventions.shapley import EfficiencyWarning, contrast_shapley, exact_shapley, shapley_from_values
+from probes.interventions.shapley_rank import (contrast_ranking, footrule_max, normalized_spearman_footrule,
+                                               ranking_variance)
 from tests.helpers import randomize_bn
 
 NAMES = ("T1", "T1c", "T2", "FLAIR")
@@ -31,24 +30,24 @@ def brute_force_shapley(v, m: int) -> np.ndarray:
     return phi / math.factorial(m)
 
 
-def issue_game(mask) -> float:
+def planted_game(mask) -> float:
     t1, t1c, t2, flair = (bool(b) for b in mask)
     return 0.5 + 0.3 * t1c + 0.15 * flair + 0.05 * t2 + 0.02 * t1 - 0.05 * (t1c and flair)
 
 
 # ------------------------------------------------------------------------ exact_shapley
-def test_issue_game_and_each_coalition_once():
+def test_planted_game_and_each_coalition_once():
     seen = []
 
     def v(mask):
         seen.append(tuple(mask.tolist()))
-        return issue_game(mask)
+        return planted_game(mask)
 
     phi = exact_shapley(v, 4)
     # interaction −0.05 is split equally between T1c and FLAIR: 0.3 − 0.025, 0.15 − 0.025
     np.testing.assert_allclose(phi, [0.02, 0.275, 0.05, 0.125], atol=1e-12)
     assert len(seen) == 16 and len(set(seen)) == 16
-    assert phi.sum() == pytest.approx(issue_game([1, 1, 1, 1]) - issue_game([0, 0, 0, 0]), abs=1e-12)
+    assert phi.sum() == pytest.approx(planted_game([1, 1, 1, 1]) - planted_game([0, 0, 0, 0]), abs=1e-12)
 
 
 def test_random_games_match_permutation_definition():
@@ -70,7 +69,7 @@ def test_efficiency_violation_warns_and_bad_input_raises():
     with pytest.raises(ValueError, match="non-finite"):
         shapley_from_values(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="n_players"):
-        exact_shapley(issue_game, 0)
+        exact_shapley(planted_game, 0)
     with pytest.raises(ValueError, match="shape"):
         exact_shapley(lambda s: np.zeros(int(s.sum()) + 1), 2)
     # a numerically broken table (huge cancelling values) is flagged with the numbers
@@ -132,12 +131,20 @@ def test_ranking_variance_closed_form():
     folds = np.stack([np.stack([a, a]), np.stack([a, b]), np.stack([a, a])])   # (F=3, N=2, M)
     rv = ranking_variance(folds)
     np.testing.assert_allclose(rv.per_case, [0.0, np.var([0, 1, 0], ddof=1)])
-    assert set(rv.to_frame().columns) == {"case", "contrast", "mean_rank", "rank_variance"}
+    named = ranking_variance(folds, NAMES, case_ids=[101, "b"])
+    per_case = named.tables()["per_case"]
+    assert list(per_case.case_id) == ["101", "b"] and list(per_case.value) == list(rv.per_case)
+    assert "T1c" in named.summary()
+    df = rv.to_frame()
+    assert list(df.columns) == ["case_id", "contrast", "metric", "value"] and len(df) == 2 * 2 * 4
+    assert list(df.case_id.unique()) == ["0", "1"]
+    var = df[df.metric == "rank_variance"].pivot(index="case_id", columns="contrast", values="value")
+    np.testing.assert_array_equal(var.loc[["0", "1"], [f"c{j}" for j in range(4)]].to_numpy(), rv.per_contrast)
     with pytest.raises(ValueError, match="F ≥ 2"):
         ranking_variance(a[None])
 
 
-# ------------------------------------------------------------------------ modality_shapley
+# ------------------------------------------------------------------------ contrast_shapley
 @pytest.fixture(scope="module")
 def net64():
     """A small float64 CNN whose output mixes contrasts non-linearly (interactions exist)."""
@@ -160,8 +167,9 @@ def test_equals_captum_shapley_per_case(net64, xs):
     net64.train()                                      # left in train mode: must come back so
     snap = ModelSnapshot.take(net64)
     try:
-        res = modality_shapley(net64, xs, "prob", labels=labels, per_case=True,
-                               channel_names=NAMES, batch_size=10)
+        with pytest.warns(UserWarning, match="contrast_shapley: the model is in training mode"):
+            res = contrast_shapley(net64, xs, None, "prob", labels=labels, per_case=True,
+                                   contrasts=NAMES, batch_size=10)
         assert snap.diff(net64) == []
     finally:
         net64.eval()
@@ -169,12 +177,16 @@ def test_equals_captum_shapley_per_case(net64, xs):
         xs, baselines=0.0, target=labels, feature_mask=torch.arange(4).view(1, 4, 1, 1))
     np.testing.assert_allclose(res.phi, ref[:, :, 0, 0].numpy(), atol=1e-6)
     assert np.abs(res.phi).max() > 1e-3                # not trivially zero
-    logit = modality_shapley(net64, xs, "logit", target=1, per_case=True)
+    logit = contrast_shapley(net64, xs, 1, "logit", per_case=True)
     ref = ShapleyValues(net64).attribute(xs, baselines=0.0, target=1,
                                          feature_mask=torch.arange(4).view(1, 4, 1, 1))
     np.testing.assert_allclose(logit.phi, ref[:, :, 0, 0].numpy(), atol=1e-6)
     df = res.to_frame()
-    assert len(df) == 12 and set(df.contrast) == set(NAMES) and (df.absent == "zero").all()
+    assert list(df.columns) == ["case_id", "contrast", "absent", "value_function", "metric", "value"]
+    assert len(df) == 24 and set(df.contrast) == set(NAMES) and (df.absent == "zero").all()
+    assert df.case_id.map(type).eq(str).all() and set(df.metric) == {"phi", "rank"}
+    phi = df[df.metric == "phi"].pivot(index="case_id", columns="contrast", values="value")
+    np.testing.assert_array_equal(phi.loc[["0", "1", "2"], list(NAMES)].to_numpy(), res.phi)
     assert res.efficiency_error < 1e-12
 
 
@@ -187,7 +199,7 @@ def test_cohort_auc_and_accuracy_match_brute_force(net64, xs):
     brain[:, 4:28, 6:30] = True
     for metric in ("auc", "accuracy"):
         for absent in ("zero", "mean"):
-            res = modality_shapley(net64, x, metric, labels=y, absent=absent, brain=brain)
+            res = contrast_shapley(net64, x, None, metric, labels=y, absent=absent, masks={"brain": brain})
 
             def v(mask):
                 mean = (x * torch.from_numpy(brain)[:, None]).sum((2, 3), keepdim=True) / brain[0].sum()
@@ -201,9 +213,9 @@ def test_cohort_auc_and_accuracy_match_brute_force(net64, xs):
 
 
 def test_marginal_uses_other_cases_and_averages_draws(net64, xs):
-    res = modality_shapley(net64, xs, "prob", labels=[0, 1, 1], absent="marginal", per_case=True,
-                           n_draws=3, seed=1)
-    perms = res.extra["derangements"]
+    res = contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], absent="marginal", per_case=True,
+                           n_samples=3, seed=1)
+    perms = res.derangements
     assert perms.shape == (3, 3) and not (perms == np.arange(3)).any()
     # draw 0, case 0 by hand: absent contrasts come from case perms[0, 0]
     donor = xs[perms[0, 0]]
@@ -213,39 +225,128 @@ def test_marginal_uses_other_cases_and_averages_draws(net64, xs):
         with torch.no_grad():
             return torch.softmax(net64(xin[None]), 1)[0, 0].item()
 
-    np.testing.assert_allclose(res.phi_draws[0, 0], brute_force_shapley(v, 4), atol=1e-10)
-    np.testing.assert_allclose(res.phi, res.phi_draws.mean(0), atol=1e-14)
-    again = modality_shapley(net64, xs, "prob", labels=[0, 1, 1], absent="marginal", per_case=True,
-                             n_draws=3, seed=1)
+    np.testing.assert_allclose(res.phi_samples[0, 0], brute_force_shapley(v, 4), atol=1e-10)
+    np.testing.assert_allclose(res.phi, res.phi_samples.mean(0), atol=1e-14)
+    again = contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], absent="marginal", per_case=True,
+                             n_samples=3, seed=1)
     np.testing.assert_array_equal(res.phi, again.phi)
 
 
 def test_bad_inputs_name_the_argument(net64, xs):
     with pytest.raises(ValueError, match="absent"):
-        modality_shapley(net64, xs, "prob", labels=[0, 1, 1], absent="blur")
+        contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], absent="blur")
     with pytest.raises(ValueError, match="metric"):
-        modality_shapley(net64, xs, "f1", labels=[0, 1, 1])
+        contrast_shapley(net64, xs, None, "f1", labels=[0, 1, 1])
     with pytest.raises(ValueError, match="labels has 2"):
-        modality_shapley(net64, xs, "prob", labels=[0, 1])
-    with pytest.raises(ValueError, match="channel_names"):
-        modality_shapley(net64, xs, "prob", labels=[0, 1, 1], channel_names=NAMES[:3])
+        contrast_shapley(net64, xs, None, "prob", labels=[0, 1])
+    with pytest.raises(ValueError, match="contrasts"):
+        contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], contrasts=NAMES[:3])
     with pytest.raises(ValueError, match="per_case"):
-        modality_shapley(net64, xs, "auc", labels=[0, 1, 1], per_case=True)
+        contrast_shapley(net64, xs, None, "auc", labels=[0, 1, 1], per_case=True)
     with pytest.raises(ValueError, match="both classes"):
-        modality_shapley(net64, xs, "auc", labels=[1, 1, 1])
+        contrast_shapley(net64, xs, None, "auc", labels=[1, 1, 1])
     with pytest.raises(ValueError, match="N ≥ 2"):
-        modality_shapley(net64, xs[:1], "prob", labels=[0], absent="marginal")
-    with pytest.raises(ValueError, match="brain mask has shape"):
-        modality_shapley(net64, xs, "prob", labels=[0, 1, 1], absent="mean", brain=np.ones((3, 8, 8)))
+        contrast_shapley(net64, xs[:1], None, "prob", labels=[0], absent="marginal")
+    with pytest.raises(ValueError, match=r"masks\['brain'\] shape \(3, 8, 8\)"):
+        contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], absent="mean", masks={"brain": np.ones((3, 8, 8))})
     with pytest.raises(ValueError, match=r"\(N, C, \*spatial\)"):
-        modality_shapley(net64, xs[0, 0], "prob", labels=[0, 1, 1])
+        contrast_shapley(net64, xs[0, 0], None, "prob", labels=[0, 1, 1])
+
+
+def _dice_of_class(out: torch.Tensor, truth: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Independent per-case Dice of arg-max = k (every foreground class when k is None)."""
+    lab = out.argmax(1)
+    p, t = ((lab > 0) if k is None else (lab == k)).flatten(1), truth.flatten(1)
+    inter, tot = (p & t).sum(1).double(), (p.sum(1) + t.sum(1)).double()
+    return torch.where(tot == 0, torch.ones_like(tot), 2 * inter / tot.clamp_min(1))
+
+
+def test_dice_target_selects_the_class_and_equals_captum():
+    """target=None scores every foreground class; target=k scores the region predicted as k."""
+    from captum.attr import ShapleyValues
+
+    torch.manual_seed(2)
+    seg = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.Conv2d(6, 3, 3, padding=1)).double().eval()
+    x = torch.randn(3, 4, 12, 12, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    truth = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(8)) < 0.4
+    fmask = torch.arange(4).view(1, 4, 1, 1)
+    results = {}
+    for k in (None, 1, 2):
+        res = contrast_shapley(seg, x, k, "dice", per_case=True, masks={"tumour": truth}, truth_roi="tumour")
+        with torch.no_grad():
+            ref = ShapleyValues(lambda z: _dice_of_class(seg(z), truth, k)).attribute(
+                x, baselines=0.0, feature_mask=fmask)
+        np.testing.assert_allclose(res.phi, ref[:, :, 0, 0].numpy(), atol=1e-6)   # Captum sums in float32
+        results[k] = res.phi
+    assert not np.allclose(results[1], results[2]) and not np.allclose(results[None], results[1])
+    with pytest.raises(ValueError, match=r"masks\['gtv'\]"):
+        contrast_shapley(seg, x, None, "dice", masks={"tumour": truth})
+    with pytest.raises(ValueError, match="out of range"):
+        contrast_shapley(seg, x, 3, "dice", masks={"gtv": truth})
+
+
+def test_result_tables_summary_and_baseline_disagreement(net64, xs):
+    from probes.core.result import Summary
+    from probes.interventions.shapley_rank import baseline_disagreement
+
+    zero = contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], per_case=True, contrasts=NAMES)
+    mean = contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], per_case=True, contrasts=NAMES,
+                            absent="mean")
+    coal = zero.tables()["coalitions"]
+    assert list(coal.columns) == ["case_id", "coalition", "metric", "value"] and len(coal) == 16 * 3
+    full = coal[coal.coalition == "+".join(NAMES)].set_index("case_id").loc[["0", "1", "2"], "value"]
+    with torch.no_grad():
+        p = torch.softmax(net64(xs), 1)[torch.arange(3), torch.tensor([0, 1, 1])].numpy()
+    np.testing.assert_allclose(full.to_numpy(), p, atol=1e-12)        # v(all contrasts) = model's p
+    assert (coal[coal.coalition == "none"].value.to_numpy() == zero.values[0]).all()
+    summary = zero.summary()
+    assert isinstance(summary, Summary) and "FLAIR" in summary and "<table" in zero._repr_html_()
+    cohort = contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], contrasts=NAMES)
+    assert list(cohort.to_frame().case_id.unique()) == ["cohort"]
+    np.testing.assert_allclose(cohort.phi, zero.phi.mean(0), atol=1e-12)  # φ is linear in v
+
+    ref = (3, 1, 3, 2)
+    dis = baseline_disagreement(zero, mean, reference=ref)
+    ra, rb = zero.ranking(), mean.ranking()
+    assert list(dis.table.columns) == ["case_id", "rank_zero", "rank_mean", "agree", "footrule_agreement",
+                                       "rank_zero_vs_reference", "rank_mean_vs_reference"]
+    df = dis.to_frame()
+    assert list(df.columns) == ["case_id", "metric", "value"] and df.case_id.map(type).eq(str).all()
+    agree = df[df.metric == "agree"].value.to_numpy()
+    np.testing.assert_array_equal(agree, (ra == rb).all(1).astype(float))
+    fr = df[df.metric == "rank_zero_vs_reference"].value.to_numpy()
+    np.testing.assert_allclose(fr, [normalized_spearman_footrule(r, ref) for r in ra])
+    ranks = dis.tables()["ranks"]
+    got = ranks[ranks.metric == "rank_mean"].pivot(index="case_id", columns="contrast", values="value")
+    np.testing.assert_array_equal(got.loc[["0", "1", "2"], list(NAMES)].to_numpy(), rb)
+    with pytest.raises(ValueError, match="not comparable"):
+        baseline_disagreement(zero, cohort)
+
+
+def test_target_rules_per_metric(net64, xs):
+    per_case = contrast_shapley(net64, xs, [1, 0, 1], "prob", per_case=True)
+    by_label = contrast_shapley(net64, xs, None, "prob", labels=[1, 0, 1], per_case=True)
+    np.testing.assert_array_equal(per_case.phi, by_label.phi)          # target given = labels used
+    auc0 = contrast_shapley(net64, xs, 0, "auc", labels=[0, 1, 1])
+    auc1 = contrast_shapley(net64, xs, None, "auc", labels=[0, 1, 1])
+    # binary: P(class 0) = 1 − P(class 1) reverses every AUC, so φ changes sign
+    np.testing.assert_allclose(auc0.phi, -auc1.phi, atol=1e-12)
+    with pytest.raises(ValueError, match="does not use target"):
+        contrast_shapley(net64, xs, 1, "accuracy", labels=[0, 1, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        contrast_shapley(net64, xs, 2, "prob")
+    with pytest.raises(ValueError, match="integer class"):
+        contrast_shapley(net64, xs, 0.5, "prob")
+    with pytest.raises(TypeError, match=r"target \(the third argument\).*metric comes fourth"):
+        contrast_shapley(net64, xs, "auc", labels=[0, 1, 1])
 
 
 # ------------------------------------------------------------------ trained lesion model
 def test_lesion_model_ranks_t1c_first_and_t1_t2_last(lesion_model):
     """Defaults p_t1c=1, p_flair=0.7: T1c carries the label, FLAIR partly, T1/T2 not at all."""
     cohort = lesion_model.splits["test"][:80]
-    res = modality_shapley(lesion_model.model, cohort, "auc", absent="zero")
+    res = contrast_shapley(lesion_model.model, cohort, None, "auc", absent="zero")
     rank = dict(zip(res.contrasts, res.ranking()))
     assert rank["T1c"] == 1 and {rank["T1"], rank["T2"]} == {3, 4}, res.summary()
     assert res.values[-1] > 0.8                     # the model works on the full input
@@ -255,8 +356,8 @@ def test_marginal_gives_non_carrier_flair_about_zero(lesion_model):
     """On test_t1c_only FLAIR is a coin flip: its interventional φ must vanish (within 3
     bootstrap SEs over cases, 4 derangement draws), while the zero baseline credits it."""
     m, cohort = lesion_model.model, lesion_model.splits["test_t1c_only"][:80]
-    zero = modality_shapley(m, cohort, "prob", absent="zero", per_case=True)
-    marg = modality_shapley(m, cohort, "prob", absent="marginal", per_case=True, n_draws=4)
+    zero = contrast_shapley(m, cohort, None, "prob", absent="zero", per_case=True)
+    marg = contrast_shapley(m, cohort, None, "prob", absent="marginal", per_case=True, n_samples=4)
     j = {c: i for i, c in enumerate(marg.contrasts)}
     boot = np.random.default_rng(0).integers(0, len(cohort), (2000, len(cohort)))
     se = marg.phi[boot].mean(1).std(0)

@@ -1,4 +1,4 @@
-"""Contrast Shapley values of the MONAI U-Net segmenter with Dice as the value (probes.shapley)."""
+"""Contrast Shapley values of the MONAI U-Net segmenter with Dice as the value (probes.interventions.shapley)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from probes.interventions.shapley import contrast_ranking, modality_shapley, ranking_variance
 from probes.core.model import ModelSnapshot
+from probes.interventions.shapley import contrast_shapley
+from probes.interventions.shapley_rank import contrast_ranking, ranking_variance
 
 
 def _dice(out: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -23,7 +24,7 @@ def test_dice_shapley_equals_captum(segmenter_model):
     cohort = segmenter_model.splits["test"][:3]
     model = segmenter_model.model
     snap = ModelSnapshot.take(model)
-    res = modality_shapley(model, cohort, "dice", per_case=True, absent="zero")
+    res = contrast_shapley(model, cohort, None, "dice", per_case=True, absent="zero")
     assert snap.diff(model) == []
     x = torch.from_numpy(np.stack([c.image for c in cohort]))
     truth = torch.from_numpy(np.stack([c.masks["gtv"] for c in cohort]))
@@ -41,9 +42,9 @@ def test_dice_shapley_equals_captum(segmenter_model):
 def test_ranking_variance_over_draws_and_dice_correlation(segmenter_model):
     """Per-case ranking variance over marginal draws (stand-in for folds) vs the case's Dice."""
     cohort = segmenter_model.splits["test"][:40]
-    res = modality_shapley(segmenter_model.model, cohort, "dice", per_case=True,
-                           absent="marginal", n_draws=4)
-    ranks = contrast_ranking(res.phi_draws)                       # (D, N, M)
+    res = contrast_shapley(segmenter_model.model, cohort, None, "dice", per_case=True,
+                           absent="marginal", n_samples=4)
+    ranks = contrast_ranking(res.phi_samples)                       # (D, N, M)
     rv = ranking_variance(ranks, res.contrasts)
     np.testing.assert_allclose(rv.per_contrast, ranks.astype(float).var(0, ddof=1))
     dice = res.values[-1]                                         # Dice with every contrast

@@ -9,9 +9,10 @@ import pytest
 import torch
 from scipy import stats
 
-from probes.metrics.localization import (EmptyROIWarning, UndefinedMetricWarning, binarize_at_percentile,
-                                 feature_portion, hit_rate, intensity_correlation, iou_at_percentile,
-                                 localization_table, msfi, relevance_mass)
+from probes.core.result import Summary
+from probes.metrics.localization import (EmptyROIWarning, LocalizationTable, UndefinedMetricWarning,
+                                         binarize_at_percentile, feature_portion, hit_rate, intensity_correlation,
+                                         iou_at_percentile, localization_table, msfi, relevance_mass)
 
 
 def _data(spatial=(16, 16), n=2, c=4, seed=0):
@@ -73,14 +74,14 @@ def test_closed_forms_indicator_map():
 @pytest.mark.parametrize("how", ["pearson", "spearman"])
 def test_intensity_correlation_vs_scipy(how):
     a, m, x = _data()
-    ours = intensity_correlation(x, a, m, method=how).numpy()
+    ours = intensity_correlation(a, x, m, correlation=how).numpy()
     f = stats.pearsonr if how == "pearson" else stats.spearmanr
     for i in range(2):
         for c in range(4):
             ref = f(a[i, c][m[i]].numpy(), x[i, c][m[i]].numpy())[0]
             assert ours[i, c] == pytest.approx(ref, abs=1e-10)
     # single-channel map against every contrast, whole image
-    one = intensity_correlation(x, a[:, :1], None, method=how).numpy()
+    one = intensity_correlation(a[:, :1], x, None, correlation=how).numpy()
     assert one.shape == (2, 4)
     assert one[1, 2] == pytest.approx(f(a[1, 0].ravel().numpy(), x[1, 2].ravel().numpy())[0], abs=1e-10)
 
@@ -89,7 +90,7 @@ def test_empty_roi_nan_and_warning_everywhere():
     a, m, x = _data()
     m[1] = False
     for fn in (lambda: iou_at_percentile(a, m), lambda: hit_rate(a, m), lambda: relevance_mass(a, m),
-               lambda: intensity_correlation(x, a, m), lambda: feature_portion(a, m)):
+               lambda: intensity_correlation(a, x, m), lambda: feature_portion(a, m)):
         with pytest.warns(EmptyROIWarning):
             v = fn().numpy()
         assert np.isnan(v[1]).all() and np.isfinite(v[0]).all()
@@ -122,12 +123,73 @@ def test_3d_and_table():
     a, m, x = _data(spatial=(8, 8, 8), n=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for v in (iou_at_percentile(a, m), hit_rate(a, m), relevance_mass(a, m, True),
-                  intensity_correlation(x, a, m, "spearman"), feature_portion(a, m)):
+        for v in (iou_at_percentile(a, m), hit_rate(a, m), relevance_mass(a, m, positive_only=True),
+                  intensity_correlation(a, x, m, correlation="spearman"), feature_portion(a, m)):
             assert v.shape == (1, 4) and torch.isfinite(v).all()
         assert msfi(a, m, [1.0, 0.5, 0.2, 0.0]).shape == (1,)
-        df = localization_table(a, {"lesion": m}, x, case_ids=["c0"], method="ig",
-                                channels=["t1", "t1c", "t2", "flair"])
-    assert list(df.columns) == ["case_id", "method", "point", "channel", "roi", "metric", "value"]
-    row = df[(df.metric == "relevance_mass") & (df.channel == "t2")]
+        res = localization_table(a, {"lesion": m}, x, case_ids=["c0"], method="ig",
+                                 contrasts=["t1", "t1c", "t2", "flair"])
+    assert isinstance(res, LocalizationTable)
+    df = res.to_frame()
+    assert list(df.columns) == ["case_id", "method", "point", "contrast", "roi", "metric", "value"]
+    row = df[(df.metric == "relevance_mass") & (df.contrast == "t2")]
     assert row.value.item() == pytest.approx(relevance_mass(a, m)[0, 2].item())
+
+
+def test_table_rows_case_ids_contrasts_and_summary():
+    a, m, x = _data(n=2, c=3)
+    skull = ~m
+    one = a[:, :1]  # a single map for all contrasts (Grad-CAM-like)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = localization_table(one, {"lesion": m, "skull": skull}, x, contrasts=["t1", "t2", "flair"],
+                                 method="gradcam", point="layer3", q=90)
+    df = res.to_frame()
+    assert df.case_id.tolist()[0] == "0" and set(df.case_id) == {"0", "1"}  # str, not int
+    assert df.case_id.map(type).eq(str).all()
+    # map-only metrics of a single-channel map cover every contrast: contrast "all"
+    iou = df[(df.metric == "iou@90") & (df.roi == "skull")]
+    assert iou.contrast.tolist() == ["all", "all"]
+    np.testing.assert_allclose(iou.value, iou_at_percentile(one, skull, q=90).numpy()[:, 0])
+    # intensity correlations of that map: one row per image contrast, named
+    ic = df[(df.metric == "intensity_spearman") & (df.roi == "all") & (df.case_id == "1")]
+    assert ic.contrast.tolist() == ["t1", "t2", "flair"]
+    np.testing.assert_allclose(ic.value, intensity_correlation(one, x, correlation="spearman").numpy()[1])
+    assert set(df.point) == {"layer3"} and set(df.method) == {"gradcam"}
+    # without contrast names: "0", "1", ... for per-contrast maps
+    plain = localization_table(a, {"lesion": m}).to_frame()
+    assert sorted(set(plain.contrast)) == ["0", "1", "2"] and len(plain) == 2 * 3 * 4
+    # the summary is the mean over cases per (method, point, contrast, roi, metric)
+    s = res.summary()
+    assert isinstance(s, Summary) and "Localisation metrics" in s and "<table" in s._repr_html_()
+    mean_iou = iou.value.mean()
+    assert f"{mean_iou:.4g}" in s
+    # to_frame is a copy
+    df.loc[0, "value"] = -99.0
+    assert res.to_frame().value.iloc[0] != -99.0
+
+
+def test_table_refuses_mismatched_contrasts_and_masks():
+    a, m, x = _data(n=2, c=4)
+    with pytest.raises(ValueError, match="contrasts has 3 names for 4 contrasts"):
+        localization_table(a, {"lesion": m}, x, contrasts=["t1", "t2", "flair"])
+    with pytest.raises(ValueError, match=r"masks\['lesion'\] shape \(2, 15, 16\)"):
+        localization_table(a, {"lesion": m[:, :15]})
+    with pytest.raises(ValueError, match="case_ids has 3 entries for 2 cases"):
+        localization_table(a, {"lesion": m}, case_ids=["a", "b", "c"])
+    with pytest.raises(ValueError, match="correlation='kendall' is not one of"):
+        intensity_correlation(a, x, m, correlation="kendall")
+
+
+def test_msfi_with_one_roi_per_contrast():
+    a = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    a[0, 0, 0, 0], a[0, 0, 3, 3] = 3.0, 1.0    # contrast 0: 3 of 4 inside its ROI (top-left)
+    a[0, 1, 3, 3], a[0, 1, 0, 0] = 2.0, 2.0    # contrast 1: 2 of 4 inside its ROI (bottom-right)
+    roi = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    roi[0, 0, :2, :2] = True
+    roi[0, 1, 2:, 2:] = True
+    np.testing.assert_allclose(feature_portion(a, roi).numpy(), [[0.75, 0.5]])
+    # weights (1, 0.5): MSFI = (0.75 + 0.5·0.5) / 1.5
+    assert msfi(a, roi, [2.0, 1.0]).item() == pytest.approx((0.75 + 0.25) / 1.5)
+    with pytest.raises(ValueError, match=r"importance shape \(3,\) does not match the 2 contrasts"):
+        msfi(a, roi, [1.0, 1.0, 1.0])

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from probes.metrics.roc import auc, delong, delong_cov, delong_placements
+from probes.core.result import Summary
+from probes.metrics.roc import DeLongResult, auc, delong, delong_cov, delong_placements
 
 from tests.helpers import READERSTUDY_DATA as DATA
 
@@ -65,21 +66,37 @@ def test_unpaired_variance_is_the_sum_and_paired_uses_covariance():
     a = rng.normal(t, 1.0)
     b = a + rng.normal(0, 0.3, t.size)                   # strongly correlated with a
     paired = delong(t, a, b)
-    unpaired = delong(t, a, b, truth_b=t)
+    unpaired = delong(t, a, b, labels_b=t)
     assert unpaired.se == pytest.approx(np.sqrt(paired.var_a + paired.var_b))
     assert paired.se == pytest.approx(np.sqrt(paired.var_a + paired.var_b - 2 * paired.cov))
     assert paired.cov > 0 and paired.se < unpaired.se    # pairing removes shared case variance
     same = delong(t, a, a)
     assert same.diff == 0 and same.p == 1.0
-    assert "paired" in paired.summary() and len(paired.to_frame()) == 1
+    assert isinstance(paired.summary(), Summary) and "paired" in paired.summary()
+    assert "unpaired" in unpaired.summary() and unpaired.test == "unpaired"
 
 
-@pytest.mark.parametrize("truth, scores, match", [
-    ([0, 0, 0, 0], [1, 2, 3, 4], "single class"),
-    ([0, 1, 2, 1], [1, 2, 3, 4], "binary"),
-    ([0, 1, 0], [1, 2, 3, 4], "3 cases but the scores have 4"),
+def test_result_is_tidy():
+    d = pd.read_csv(DATA / "aSAH_pROC.csv")
+    t = (d["outcome"] == "Poor").astype(int).to_numpy()
+    r = delong(t, d["s100b"], d["wfns"], alpha=0.1)
+    assert isinstance(r, DeLongResult)
+    f = r.to_frame()
+    assert list(f.columns) == ["test", "metric", "value"] and set(f.test) == {"paired"}
+    v = f.set_index("metric").value
+    assert (v["auc_a"], v["z"], v["p"], v["ci_low"], v["n_pos"], v["alpha"]) == (r.auc_a, r.z, r.p, r.ci_low, 41, 0.1)
+    one = delong(t, d["s100b"])
+    assert one.test == "auc" and "AUC = 0.7314" in one.summary() and "0.6301" in one.summary()
+    assert "<table" in one._repr_html_()
+
+
+@pytest.mark.parametrize("labels, scores, match", [
+    ([0, 0, 0, 0], [1, 2, 3, 4], "labels has a single class"),
+    ([0, 1, 2, 1], [1, 2, 3, 4], r"labels must be 0/1, got values \[0, 1, 2\]"),
+    ([0, 1, 0], [1, 2, 3, 4], "labels has 3 entries for 4 cases"),
     ([0, 1, 0, 1], [1, np.nan, 3, 4], "NaN"),
+    ([[0, 1], [0, 1]], [1, 2, 3, 4], "labels must be 1-D"),
 ])
-def test_bad_input_is_named(truth, scores, match):
+def test_bad_input_is_named(labels, scores, match):
     with pytest.raises(ValueError, match=match):
-        delong(truth, scores)
+        delong(labels, scores)

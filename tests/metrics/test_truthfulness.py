@@ -1,8 +1,8 @@
-"""Clinical-XAI truthfulness suite (Jin et al. 2023, G3/G4/G5): probes/truthfulness.py.
+"""Clinical-XAI truthfulness suite (Jin et al. 2023, G3/G4/G5): probes/metrics/truthfulness.py.
 
 Statistics are checked against scipy and closed forms; the orchestrator runs once (module
 fixture) on a small subset of the lesion model's test split, with a brute-force per-case
-modality Shapley vector computed here (2^4 channel subsets, absent contrast = 0).
+contrast Shapley vector computed here (2^4 channel subsets, absent contrast = 0).
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from probes.attribution.methods import attribute
 from probes.hooks.registry import HookRegistry
 from probes.attribution.gradcam import layer_gradcam
 from probes.core.model import ModelSnapshot
-from probes.metrics.truthfulness import (IDENTICAL_MAP, Thresholds, evaluate_methods, map_modality_importance,
-                                 mean_with_ci, modality_importance_correlation, plausibility_tests)
+from probes.core.result import Summary
+from probes.core.validate import as_maps
+from probes.metrics.faithfulness import delta_aupc
+from probes.metrics.truthfulness import (IDENTICAL_MAP, ContrastCorrelation, PlausibilityTests, Thresholds,
+                                         TruthfulnessReport, contrast_importance_correlation, evaluate_methods,
+                                         map_contrast_importance, mean_with_ci, plausibility_tests)
 
 
 # ----------------------------------------------------------------------------- G3: τ-b
@@ -32,8 +36,9 @@ def test_tau_b_equals_closed_form_and_scipy():
     # random signed maps: τ-b equals scipy's on Σ max(a, 0) per channel
     maps = np.random.default_rng(0).normal(size=(3, 4, 6, 6))
     pos_sum = np.where(maps > 0, maps, 0).reshape(3, 4, -1).sum(-1)
-    np.testing.assert_allclose(map_modality_importance(maps), pos_sum)
-    out = modality_importance_correlation(maps, shap, method="m")
+    np.testing.assert_allclose(map_contrast_importance(maps), pos_sum)
+    out = contrast_importance_correlation(maps, shap, method="m")
+    assert isinstance(out, ContrastCorrelation)
     for i in range(3):
         ref = stats.kendalltau(pos_sum[i], shap[i], variant="b")
         assert out.tau_b[i] == pytest.approx(ref.statistic, abs=1e-12)
@@ -44,11 +49,15 @@ def test_tau_b_equals_closed_form_and_scipy():
     exact = np.zeros((3, 4, 2, 2))
     exact[:, :, 0, 0] = mi
     exact[:, :, 1, 1] = -3.0
-    hand = modality_importance_correlation(exact, shap)
+    hand = contrast_importance_correlation(exact, shap)
     np.testing.assert_allclose(hand.tau_b, expect, atol=1e-12)
-    assert (hand.reason == "").all() and list(hand.case_id) == [0, 1, 2]
+    assert hand.reason == ("", "", "") and hand.case_ids == ("0", "1", "2")
+    f = hand.to_frame()
+    assert list(f.columns) == ["case_id", "method", "reason", "metric", "value"]
+    assert f.case_id.tolist()[:2] == ["0", "0"] and f.metric.tolist()[:2] == ["tau_b", "p_value"]
+    np.testing.assert_allclose(f[f.metric == "tau_b"].value, expect, atol=1e-12)
     # a cohort vector is used for every case
-    cohort = modality_importance_correlation(exact, shap[0])
+    cohort = contrast_importance_correlation(exact, shap[0])
     np.testing.assert_allclose(cohort.tau_b, [stats.kendalltau(m, shap[0]).statistic for m in mi])
 
 
@@ -57,26 +66,26 @@ def test_tau_b_nan_with_reason_for_identical_or_constant_maps():
     one = rng.random((2, 1, 5, 5))
     shap = np.array([0.4, 0.1, 0.3, 0.2])
     with pytest.warns(UserWarning, match=IDENTICAL_MAP):
-        out = modality_importance_correlation(one, shap)  # a one-channel map (Grad-CAM)
-    assert out.tau_b.isna().all() and (out.reason == IDENTICAL_MAP).all()
+        out = contrast_importance_correlation(one, shap)  # a one-channel map (Grad-CAM)
+    assert np.isnan(out.tau_b).all() and out.reason == (IDENTICAL_MAP, IDENTICAL_MAP)
     same = np.repeat(one, 4, axis=1)  # broadcast to the contrasts
     varied = rng.random((1, 4, 5, 5))
     with pytest.warns(UserWarning, match="1 of 3 cases"):
-        out = modality_importance_correlation(np.concatenate([same[:1], varied, varied]), shap)
-    assert out.reason.tolist() == [IDENTICAL_MAP, "", ""] and out.tau_b[1:].notna().all()
-    with pytest.warns(UserWarning, match="constant modality importance"):
-        out = modality_importance_correlation(varied, np.ones(4))
+        out = contrast_importance_correlation(np.concatenate([same[:1], varied, varied]), shap)
+    assert list(out.reason) == [IDENTICAL_MAP, "", ""] and np.isfinite(out.tau_b[1:]).all()
+    with pytest.warns(UserWarning, match="constant contrast importance"):
+        out = contrast_importance_correlation(varied, np.ones(4))
     assert np.isnan(out.tau_b[0])
 
 
 def test_tau_b_bad_input_names_the_argument():
     maps = np.random.default_rng(0).random((2, 4, 3, 3))
     with pytest.raises(ValueError, match=r"shapley shape \(3,\)"):
-        modality_importance_correlation(maps, np.ones(3))
+        contrast_importance_correlation(maps, np.ones(3))
     with pytest.raises(ValueError, match="maps must be"):
-        modality_importance_correlation(np.ones((2, 4)), np.ones(4))
+        contrast_importance_correlation(np.ones((2, 4)), np.ones(4))
     with pytest.raises(ValueError, match="case_ids"):
-        modality_importance_correlation(maps, np.arange(4.0), case_ids=["a"])
+        contrast_importance_correlation(maps, np.arange(4.0), case_ids=["a"])
 
 
 def test_mean_with_ci_is_the_student_t_interval():
@@ -100,8 +109,10 @@ def test_plausibility_tests_equal_scipy_per_group():
     ms = rng.random(n) + 0.3 * correct
     prob = 0.5 + 0.5 * rng.random(n)
     ms[5] = np.nan
-    out = plausibility_tests(ms, prob, correct, pred, method="m")
-    assert set(out.group) == {"all", "predicted=0", "predicted=1"} and len(out) == 6
+    res = plausibility_tests(ms, prob, correct, pred, method="m")
+    assert isinstance(res, PlausibilityTests)
+    out = res.table
+    assert set(out.group) == {"all", "predicted=0", "predicted=1"} and len(res) == 6
     for group, sel in (("all", np.ones(n, bool)), ("predicted=0", pred == 0), ("predicted=1", pred == 1)):
         sel = sel & ~np.isnan(ms)
         g = out[out.group == group].set_index("test")
@@ -115,16 +126,21 @@ def test_plausibility_tests_equal_scipy_per_group():
         assert mw.effect == pytest.approx(u.statistic / (c.sum() * (~c).sum()))
         assert (mw.n_correct, mw.n_wrong) == (c.sum(), (~c).sum())
     assert "1 case(s) with NaN MSFI dropped" in out.reason.iloc[0]
+    # long rows: method, group, test, reason, metric, value
+    f = res.to_frame()
+    assert list(f.columns) == ["method", "group", "test", "reason", "metric", "value"] and len(f) == 6 * 6
+    mw = res.row("all", "mannwhitney_correct_gt_wrong")
+    assert f[(f.group == "all") & (f.test == mw.test) & (f.metric == "p_value")].value.item() == mw.p_value
 
 
 def test_plausibility_without_wrong_predictions_is_nan_with_reason():
     ms = np.linspace(0.1, 0.9, 6)
-    out = plausibility_tests(ms, np.linspace(0.6, 0.99, 6), np.ones(6, bool), np.zeros(6, int))
+    out = plausibility_tests(ms, np.linspace(0.6, 0.99, 6), np.ones(6, bool), np.zeros(6, int)).table
     mw = out[out.test == "mannwhitney_correct_gt_wrong"]
     assert mw.p_value.isna().all() and mw.reason.str.contains("0 wrong").all()
     sp = out[(out.test == "spearman_msfi_prob") & (out.group == "all")].iloc[0]
     assert sp.statistic == pytest.approx(1.0)  # both increasing
-    with pytest.raises(ValueError, match="prob has shape"):
+    with pytest.raises(ValueError, match="probability has shape"):
         plausibility_tests(ms, np.ones(5), np.ones(6, bool), np.zeros(6, int))
     with pytest.raises(ValueError, match="correct must be boolean"):
         plausibility_tests(ms, np.ones(6), np.full(6, 2), np.zeros(6, int))
@@ -185,8 +201,8 @@ def lesion_eval(lesion_model):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rep = evaluate_methods(model, x, y, feat, shap, methods, n_random=N_RANDOM, steps=STEPS, seed=0,
-                               baseline="blur")
+        rep = evaluate_methods(model, x, labels=y, methods=methods, mask=feat, shapley=shap, n_samples=N_RANDOM,
+                               steps=STEPS, seed=0, baseline="blur", case_ids=[c.case_id for c in cases])
     print(f"evaluate_methods: {time.perf_counter() - t0:.1f} s")
     return rep, snap.diff(model), shap, pred.numpy(), y, (model, x)
 
@@ -205,7 +221,7 @@ def test_orchestrator_table_one_row_per_method_and_criterion(lesion_eval):
     assert tau.value.isna().all() and (tau.reason == IDENTICAL_MAP).all()
     # per-case τ of the gradient map equals scipy's on the map's positive sums
     grad_tau = rep.per_case[(rep.per_case.method == "gradient") & (rep.per_case.metric == "tau_b")].value
-    g_map = attribute(model, x, torch.as_tensor(pred), "gradient").double().numpy()
+    g_map = as_maps(attribute(model, x, torch.as_tensor(pred), "gradient")).numpy()
     pos = np.clip(g_map, 0, None).reshape(N_CASES, 4, -1).sum(-1)
     ref = [stats.kendalltau(pos[i], shap[i], variant="b").statistic for i in range(N_CASES)]
     np.testing.assert_allclose(grad_tau.to_numpy(), ref, atol=1e-9)
@@ -220,8 +236,9 @@ def test_orchestrator_table_one_row_per_method_and_criterion(lesion_eval):
     # G5: a positive time per map for every method
     secs = rep.metrics[rep.metrics.metric == "seconds_per_map"]
     assert (secs.value > 0).all() and len(secs) == 4
-    assert "G3" in rep.summary() and "true_mechanism" in rep.summary()
-    print(rep.summary())
+    s = rep.summary()
+    assert isinstance(s, Summary) and "G3" in s and "true_mechanism" in s and "PASS" in s
+    print(s)
 
 
 def test_true_mechanism_beats_random_baseline_and_random_map_is_near_zero(lesion_eval):
@@ -247,15 +264,76 @@ def test_true_mechanism_beats_random_baseline_and_random_map_is_near_zero(lesion
     assert not m.loc[("random", "delta_aupc_mean"), "passes"]
 
 
+def test_report_follows_the_result_protocol(lesion_eval, lesion_model):
+    rep = lesion_eval[0]
+    assert isinstance(rep, TruthfulnessReport)
+    f = rep.to_frame()
+    assert list(f.columns) == ["method", "criterion", "reason", "stat", "metric", "value"]
+    assert f.value.dtype == np.float64
+    # one row per method × metric × stat; the estimates are the metrics table's values
+    assert len(f) == len(rep.metrics) * 7
+    est = f[f.stat == "value"].set_index(["method", "metric"]).value
+    wide = rep.metrics.set_index(["method", "metric"]).value
+    np.testing.assert_array_equal(est.loc[wide.index].to_numpy(), wide.to_numpy())
+    passes = f[(f.stat == "passes") & (f.metric == "seconds_per_map")].value
+    assert set(passes) <= {0.0, 1.0}
+    tables = rep.tables()
+    assert list(tables) == ["metrics", "criteria", "per_case", "plausibility"]
+    crit = tables["criteria"]
+    assert list(crit.columns) == ["method", "criterion", "reason", "metric", "value"] and len(crit) == 12
+    g3 = crit.set_index(["method", "criterion"]).value
+    assert g3[("gradcam", "G3")] == 0.0
+    # per-case rows carry the cases' own ids, as str
+    ids = [str(c.case_id) for c in list(lesion_model.splits["test"])[:N_CASES]]
+    per = tables["per_case"]
+    assert list(per.columns) == ["case_id", "method", "reason", "metric", "value"]
+    assert per[(per.method == "gradient") & (per.metric == "msfi")].case_id.tolist() == ids
+    assert list(tables["plausibility"].columns) == ["method", "group", "test", "reason", "metric", "value"]
+    assert "<table" in rep._repr_html_()
+
+
+def test_explicit_target_is_explained_and_deleted(lesion_model):
+    model = lesion_model.model
+    cases = list(lesion_model.splits["test"])[:4]
+    x = torch.stack([torch.tensor(c.image) for c in cases])
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    seen = []
+
+    def explain(xb, t):
+        seen.append(t.clone())
+        m = torch.zeros_like(xb)
+        m[:, 1] = xb[:, 1]
+        return m
+
+    kw = dict(labels=[c.label for c in cases], methods={"t1c": explain}, mask=np.ones((4, 96, 96), bool),
+              shapley=np.array([0.1, 0.4, 0.2, 0.3]), steps=2, n_samples=2, warmup=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = 1 - pred
+        rep = evaluate_methods(model, x, other, **kw)
+        assert torch.equal(seen[-1], other)
+        ref = delta_aupc(model, x, other, explain(x, other), steps=2, n_samples=2)
+        got = rep.per_case[(rep.per_case.method == "t1c") & (rep.per_case.metric == "delta_aupc")].value
+        np.testing.assert_allclose(got.to_numpy(), ref.delta_aupc, rtol=0, atol=0)
+        evaluate_methods(model, x, **kw)  # default: the predicted class
+        assert torch.equal(seen[-1], pred)
+
+
 def test_orchestrator_bad_input(lesion_model):
     model = lesion_model.model
     x = torch.stack([torch.tensor(c.image) for c in list(lesion_model.splits["test"])[:2]])
     ok = {"g": lambda xb, t: torch.ones(xb.shape[0], 2, *xb.shape[2:])}
+    mask = np.zeros((2, 96, 96))
     with pytest.raises(ValueError, match="shapley shape"):
-        evaluate_methods(model, x, [0, 1], np.zeros((2, 96, 96)), np.ones(3), ok)
-    with pytest.raises(ValueError, match="labels has shape"):
-        evaluate_methods(model, x, [0, 1, 1], np.zeros((2, 96, 96)), np.ones(4), ok)
-    with pytest.raises(ValueError, match="method 'g' returned maps of shape"):
-        evaluate_methods(model, x, [0, 1], np.zeros((2, 96, 96)), np.ones(4), ok, steps=1, n_random=1)
+        evaluate_methods(model, x, labels=[0, 1], methods=ok, mask=mask, shapley=np.ones(3))
+    with pytest.raises(ValueError, match="labels has 3 entries for 2 cases"):
+        evaluate_methods(model, x, labels=[0, 1, 1], methods=ok, mask=mask, shapley=np.ones(4))
+    with pytest.raises(ValueError, match=r"maps of method 'g' shape \(2, 2, 96, 96\) does not fit x shape"):
+        evaluate_methods(model, x, labels=[0, 1], methods=ok, mask=mask, shapley=np.ones(4), steps=1, n_samples=1)
+    with pytest.raises(TypeError):
+        evaluate_methods(model, x, [0, 1], mask, np.ones(4), ok)  # only target may be positional
+    with pytest.raises(ValueError, match=r"importance shape \(3,\)"):
+        evaluate_methods(model, x, labels=[0, 1], methods=ok, mask=mask, shapley=np.ones(4), importance=np.ones(3))
     with pytest.raises(ValueError, match="alpha"):
         Thresholds(alpha=1.5)

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from audit.readers.bootstrap import NOTE, OneClassResampleWarning, bca_interval, cluster_bootstrap
 from audit.readers.simulate import example_reads, simulate_reads
 from audit.readers.reads import ReadsError
+from probes.core.stats import bootstrap_indices
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _loop_reference(reads: pd.DataFrame, patients: tuple, idx: np.ndarray, poole
 
 @pytest.mark.parametrize("auc", ["reader_mean", "pooled"])
 def test_equals_plain_loop_with_sklearn(reads, auc):
-    res = cluster_bootstrap(reads, n=60, seed=11, auc=auc)
+    res = cluster_bootstrap(reads, n_boot=60, seed=11, auc=auc)
     ref = _loop_reference(reads, res.patients, res.indices, pooled=auc == "pooled")
     tab = res.table
     assert len(tab) == 4 * (3 + 3) and len(ref) == len(tab)
@@ -64,15 +65,16 @@ def test_equals_plain_loop_with_sklearn(reads, auc):
         assert row["estimate"] == pytest.approx(one[(row["statistic"], row["phase"])][0], abs=1e-12)
     # the index matrix is numpy's seeded draw, as documented
     np.testing.assert_array_equal(res.indices, np.random.default_rng(11).integers(0, 37, (60, 37)))
+    np.testing.assert_array_equal(res.indices, bootstrap_indices(37, 60, 11))
     assert (tab["note"] == NOTE).all() and "readers treated as fixed" in res.summary()
     se = np.std(res.replicates, axis=0, ddof=1)
     np.testing.assert_allclose(tab["se"], se, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["percentile", "bca"])
-def test_matches_scipy_bootstrap(reads, method):
+@pytest.mark.parametrize("interval", ["percentile", "bca"])
+def test_matches_scipy_bootstrap(reads, interval):
     """Same generator → same patient draws as scipy.stats.bootstrap(paired=True); equal CIs."""
-    res = cluster_bootstrap(reads, "accuracy", n=400, seed=7, method=method)
+    res = cluster_bootstrap(reads, statistic="accuracy", n_boot=400, seed=7, interval=interval)
     d = reads.assign(c=(reads["decision"] == reads["truth"]).astype(float))
     phases = list(reads["phase"].cat.categories)
     per = d.pivot_table(index="case", columns="phase", values="c", aggfunc=["sum", "count"], observed=True)
@@ -92,7 +94,7 @@ def test_matches_scipy_bootstrap(reads, method):
             def stat(*x, axis=-1, a=a, b=b):
                 return x[b].sum(axis) / x[t + b].sum(axis) - x[a].sum(axis) / x[t + a].sum(axis)
         ref = stats.bootstrap(data, stat, n_resamples=400, paired=True, vectorized=True,
-                              method="BCa" if method == "bca" else "percentile", rng=np.random.default_rng(7))
+                              method="BCa" if interval == "bca" else "percentile", rng=np.random.default_rng(7))
         np.testing.assert_allclose(res.replicates[:, k], ref.bootstrap_distribution, atol=1e-12)
         np.testing.assert_allclose([row["ci_low"], row["ci_high"]], ref.confidence_interval, atol=1e-12)
         assert row["se"] == pytest.approx(ref.standard_error, abs=1e-12)
@@ -113,7 +115,7 @@ def test_bca_closed_form_on_a_skewed_sample():
 def test_one_class_resamples_are_counted_and_excluded():
     d = simulate_reads(8, 2, ("MRI", "MRI+AI"), prevalence=0.125, seed=3)  # 1 positive patient of 8
     with pytest.warns(OneClassResampleWarning, match=r"resamples had a single truth class"):
-        res = cluster_bootstrap(d, n=300, seed=5)
+        res = cluster_bootstrap(d, n_boot=300, seed=5)
     pos = sorted(set(d.loc[d["truth"] == 1, "case"]))
     assert len(pos) == 1
     p = res.patients.index(pos[0])
@@ -139,8 +141,9 @@ def test_one_class_resamples_are_counted_and_excluded():
     (lambda d: d.assign(truth=d["truth"].astype(str).replace("1", "yes")), {},
      r"'truth' \(truth\) must be binary 0/1, found values \['0', 'yes'\]"),
     (lambda d: d, {"statistic": "kappa"}, r"statistic must be among .* got \['kappa'\]"),
-    (lambda d: d, {"method": "basic"}, r"method must be 'percentile' or 'bca', got 'basic'"),
-    (lambda d: d, {"n": 1}, r"n \(number of resamples\) must be an integer ≥ 2, got 1"),
+    (lambda d: d, {"interval": "basic"}, r"interval='basic' is not one of 'percentile', 'bca'"),
+    (lambda d: d, {"n_boot": 1}, r"n_boot must be an int >= 2, got 1"),
+    (lambda d: d, {"alpha": 1.5}, r"alpha must be in \(0, 1\), got 1.5"),
 ])
 def test_bad_input_names_the_problem(reads, edit, kw, match):
     with pytest.raises(ValueError, match=match):  # ReadsError is a ValueError
@@ -149,7 +152,21 @@ def test_bad_input_names_the_problem(reads, edit, kw, match):
 
 def test_default_statistics_follow_the_columns(reads):
     only_scores = reads.drop(columns="decision")
-    res = cluster_bootstrap(only_scores, n=20, differences=False)
+    res = cluster_bootstrap(only_scores, n_boot=20, differences=False)
     assert list(res.table["statistic"].unique()) == ["auc"] and len(res.table) == 3
     with pytest.raises(ReadsError, match="neither a decision column 'decision' nor a score column 'score'"):
-        cluster_bootstrap(reads.drop(columns=["decision", "score"]), n=20)
+        cluster_bootstrap(reads.drop(columns=["decision", "score"]), n_boot=20)
+
+
+def test_tidy_frame_is_the_table_long_and_a_statistic_name_is_not_the_columns(reads):
+    res = cluster_bootstrap(reads, statistic=["auc"], n_boot=30, seed=2)
+    long = res.to_frame()
+    assert list(long.columns) == ["statistic", "phase", "kind", "baseline", "metric", "value"]
+    assert list(dict.fromkeys(long["metric"])) == ["estimate", "se", "ci_low", "ci_high", "n_valid", "n_excluded"]
+    wide = long.pivot_table(index="phase", columns="metric", values="value", sort=False)
+    np.testing.assert_allclose(wide["estimate"], res.table.set_index("phase").loc[wide.index, "estimate"])
+    assert (res.table["interval"] == "percentile").all() and res.n_boot == 30
+    long.loc[0, "value"] = -1.0  # a copy: the result is unchanged
+    assert res.to_frame().loc[0, "value"] != -1.0
+    with pytest.raises(TypeError, match=r"columns must be a ReadColumns .* got str 'auc'"):
+        cluster_bootstrap(reads, "auc")  # the statistic is a keyword; the second argument is columns

@@ -1,4 +1,4 @@
-"""ROC per phase/reader, calibration and decision curves (audit.reader_curves)."""
+"""ROC per phase/reader, calibration and decision curves (audit.readers.roc, .calibration, .decision)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from scipy.special import expit, logit
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
-from audit.readers.curves import (brier_score, calibration_fit, decision_curve, expected_calibration_error,
-                                 net_benefit, reader_roc, reads_calibration, reads_decision_curve,
-                                 reliability_curve, roc_points, vertical_average)
+from audit.readers.calibration import (brier_score, calibration_fit, expected_calibration_error, reads_calibration,
+                                       reliability_curve)
+from audit.readers.decision import decision_curve, net_benefit, reads_decision_curve
+from audit.readers.roc import reader_roc, roc_points, vertical_average
 from audit.readers.reads import ReadsError
+from probes.core.stats import bootstrap_indices
 
 from tests.helpers import READERSTUDY_DATA as DATA
 
@@ -54,7 +56,7 @@ def test_net_benefit_equals_hand_computed_closed_form():
     np.testing.assert_allclose(nb["test_pos_rate"], [0.8, 0.6, 0.3])
     harmed = net_benefit(truth, prob, [0.2], harm=0.05)
     assert harmed["net_benefit"].iloc[0] == pytest.approx(0.225 - 0.05, abs=1e-15)
-    dc = decision_curve(truth, prob, [0.2, 0.5]).set_index(["model", "threshold"])["net_benefit"]
+    dc = decision_curve(truth, prob, [0.2, 0.5]).table.set_index(["model", "threshold"])["net_benefit"]
     # treat all: prevalence 0.4 → 0.4 − 0.6·p_t/(1 − p_t); treat none: 0
     assert dc[("all", 0.2)] == pytest.approx(0.4 - 0.6 * 0.25)
     assert dc[("all", 0.5)] == pytest.approx(0.4 - 0.6)
@@ -64,7 +66,7 @@ def test_net_benefit_equals_hand_computed_closed_form():
 def test_matches_r_dcurves_famhistory(cancer):
     ref = pd.read_csv(DATA / "dcurves_r_dca_famhistory.csv")
     th = ref["threshold"].drop_duplicates().to_numpy()  # R's seq(0, 0.99, 0.01), its own doubles
-    out = decision_curve(cancer["cancer"], {"famhistory": cancer["famhistory"]}, th)
+    out = decision_curve(cancer["cancer"], {"famhistory": cancer["famhistory"]}, th).table
     m = out.merge(ref, left_on=["model", "threshold"], right_on=["variable", "threshold"], suffixes=("", "_r"))
     assert len(m) == len(ref) == 300
     for col in ("n", "pos_rate", "tp_rate", "fp_rate", "harm", "net_benefit"):
@@ -77,7 +79,7 @@ def test_matches_r_dcurves_marker_with_harm(cancer):
     # dcurves' as_probability = "marker": glm(cancer ~ marker, binomial) fitted probabilities
     x = sm.add_constant(cancer["marker"].to_numpy())
     risk = sm.GLM(cancer["cancer"].to_numpy(), x, family=sm.families.Binomial()).fit().predict(x)
-    out = decision_curve(cancer["cancer"], {"marker": risk}, th, harm={"marker": 0.0333})
+    out = decision_curve(cancer["cancer"], {"marker": risk}, th, harm={"marker": 0.0333}).table
     m = out.merge(ref, left_on=["model", "threshold"], right_on=["variable", "threshold"], suffixes=("", "_r"))
     assert len(m) == len(ref) == 108
     for col in ("tp_rate", "fp_rate", "harm", "net_benefit"):
@@ -93,14 +95,17 @@ def test_bootstrap_bands_resample_patients(cancer):
     th = np.array([0.05, 0.1, 0.2])
     # resampling every patient exactly once gives zero-width bands at the point estimate
     ident = np.tile(np.arange(y.size), (3, 1))
-    d = decision_curve(y, p, th, resample=ident)
+    d = decision_curve(y, p, th, resample=ident).table
     np.testing.assert_allclose(d["nb_low"], d["net_benefit"], atol=1e-15)
     np.testing.assert_allclose(d["nb_high"], d["net_benefit"], atol=1e-15)
     # seeded bootstrap: SD of NB ≈ plug-in SE of a mean of per-patient utilities
     # u_i = y_i·T_i − (1 − y_i)·T_i·p_t/(1 − p_t)  (T_i = treated), SE = sd(u)/√n
-    b = decision_curve(y, p, th, n_boot=2000, seed=7)
-    again = decision_curve(y, p, th, n_boot=2000, seed=7)
+    b = decision_curve(y, p, th, n_boot=2000, seed=7).table
+    again = decision_curve(y, p, th, n_boot=2000, seed=7).table
     pd.testing.assert_frame_equal(b, again)
+    # the bands come from probes.core.stats.bootstrap_indices(n, n_boot, seed)
+    same = decision_curve(y, p, th, resample=bootstrap_indices(y.size, 2000, 7)).table
+    pd.testing.assert_frame_equal(b, same)
     mod = b[b["model"] == "model"].reset_index(drop=True)
     for i, t in enumerate(th):
         treat = (p >= t).astype(float)
@@ -118,16 +123,16 @@ def test_reads_decision_curve_groups_share_one_patient_bootstrap():
     src = r[(r.reader == "r1") & (r.phase == "MRI")].set_index("case")["decision"]
     m = (r.reader == "r2") & (r.phase == "MRI+AI")
     r.loc[m, "decision"] = r.loc[m, "case"].map(src).to_numpy()
-    out = reads_decision_curve(r, prob="decision", thresholds=[0.1, 0.3], n_boot=300, seed=3)
+    out = reads_decision_curve(r, prob="decision", thresholds=[0.1, 0.3], n_boot=300, seed=3).table
     a = out[(out.reader == "r1") & (out.phase == "MRI")].reset_index(drop=True)
     b = out[(out.reader == "r2") & (out.phase == "MRI+AI")].reset_index(drop=True)
     cols = ["net_benefit", "nb_low", "nb_high", "nb_se"]
     pd.testing.assert_frame_equal(a[cols], b[cols])  # same cases drawn for every group
     g = r[(r.reader == "r3") & (r.phase == "MRI")]
-    direct = decision_curve(g["truth"], {"decision": g["decision"]}, [0.1, 0.3])
+    direct = decision_curve(g["truth"], {"decision": g["decision"]}, [0.1, 0.3]).table
     got = out[(out.reader == "r3") & (out.phase == "MRI")]
     np.testing.assert_allclose(got["net_benefit"], direct["net_benefit"])
-    ai = reads_decision_curve(r, thresholds=[0.2])  # AI: one value per case
+    ai = reads_decision_curve(r, thresholds=[0.2]).table  # AI: one value per case
     assert (ai["n"] == r["case"].nunique()).all()
 
 
@@ -170,7 +175,8 @@ def test_calibration_slope_of_perfectly_calibrated_probabilities_is_one():
     assert abs(over.slope - 0.5) < 3 * over.slope_se
     low = calibration_fit(y, expit(logit(p) - 1))  # predictions 1 logit too low → CITL +1
     assert abs(low.citl - 1) < 3 * low.citl_se and abs(low.slope - 1) < 3 * low.slope_se
-    assert set(f.to_frame()["metric"]) == {"slope", "intercept", "citl"} and "slope" in f.summary()
+    long = f.to_frame().set_index("metric")["value"]
+    assert (long["slope"], long["citl"], long["n"]) == (f.slope, f.citl, 4000) and "slope" in f.summary()
 
 
 def test_calibration_clips_zero_one_with_warning():
@@ -236,16 +242,17 @@ def test_vertical_average_by_hand():
 @pytest.mark.parametrize("call, match", [
     (lambda: net_benefit([0, 1, 1], [0.2, 0.5, 0.9], [0.1, 1.0]), r"thresholds must lie in \[0, 1\)"),
     (lambda: net_benefit([0, 1, 1], [0.2, 1.5, 0.9], [0.1]), r"must be probabilities in \[0, 1\].*1\.5"),
-    (lambda: net_benefit([0, 1], [0.2, 0.5, 0.9], [0.1]), "has 3 values but truth has 2"),
+    (lambda: net_benefit([0, 1], [0.2, 0.5, 0.9], [0.1]), "has 3 values but labels has 2"),
     (lambda: net_benefit([0, 2, 1], [0.2, 0.5, 0.9], [0.1]), r"binary 0/1, found values \[2\]"),
     (lambda: net_benefit([0, 1, 1], [0.2, np.nan, 0.9], [0.1]), "NaN or inf"),
     (lambda: decision_curve([0, 1, 1], {"m": [0.2, 0.5, 0.9]}, [0.1], harm={"x": 0.1}), r"unknown model\(s\) \['x'\]"),
     (lambda: decision_curve([0, 1, 1], {"all": [0.2, 0.5, 0.9]}, [0.1]), "reserved"),
     (lambda: decision_curve([0, 1, 1], [0.2, 0.5, 0.9], [0.1], resample=np.zeros((4, 2), int)),
      r"resample must be an integer array \(n_boot, 3\).*shape \(4, 2\)"),
-    (lambda: reliability_curve([0, 1], [0.2, 0.5], n_bins=0), "n_bins must be a positive integer"),
+    (lambda: reliability_curve([0, 1], [0.2, 0.5], n_bins=0), "n_bins must be an int >= 1, got 0"),
+    (lambda: reliability_curve([0, 1], [0.2, 0.5], strategy="kmeans"), "strategy='kmeans' is not one of"),
     (lambda: calibration_fit([1, 1, 1], [0.2, 0.5, 0.9]), "single class"),
-    (lambda: roc_points([[0, 1]], [0.2, 0.5]), r"truth must be 1-D, got shape \(1, 2\)"),
+    (lambda: roc_points([[0, 1]], [0.2, 0.5]), r"labels must be 1-D, got shape \(1, 2\)"),
 ])
 def test_bad_array_input_names_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
@@ -262,5 +269,5 @@ def test_bad_reads_input_names_the_problem():
         reads_calibration(bad)
     with pytest.raises(ValueError, match="by may hold 'phase' and/or 'reader', got \\['case'\\]"):
         reads_decision_curve(r, by=("case",))
-    with pytest.raises(ValueError, match="prob must be 'ai_prob' or 'score'"):
+    with pytest.raises(ValueError, match="prob='decision' is not one of 'ai_prob', 'score'"):
         reads_calibration(r, prob="decision")

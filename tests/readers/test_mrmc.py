@@ -1,6 +1,6 @@
 """Obuchowski–Rockette and DBM MRMC analyses against published program output.
 
-References (files in ../shared/data/readerstudy/, see its README.md):
+References (files in tests/data/readerstudy/, see its README.md):
 - ``vandyke_ORDBM-MRMC-2.51_trapezoidal_jackknife_output.txt``: the Iowa OR-DBM MRMC 2.51
   program on Van Dyke et al. (1993); every number it prints is parsed from the file and
   compared at its printed precision (half a unit in the last printed digit).
@@ -162,6 +162,7 @@ def test_or_reproduces_ordbm_mrmc_251_output(or_fit):
     _check_single(res, "RRFC", _rows(a3, rf"^\s+([12])\s+{N}\s+{N}\s+{N}\s+{N}\s+\({N} , {N}\)\s*$"),
                   ("auc", "ms_R", "se", "df", "ci_low", "ci_high"))
     assert "F = 4.46 (df 1, 15.26), p = 0.0517" in res.summary()
+    assert "F = 4.46 (df 1, 15.26), p = 0.0517" in res.report()
 
 
 def _check_diff(res, analysis, rows, keys, rtol=0.0, a=1, b=2):
@@ -349,9 +350,9 @@ def test_input_left_unchanged_and_bad_options(vandyke):
     before = vandyke.copy()
     mrmc_or(vandyke, COLS, covariance="unbiased")
     pd.testing.assert_frame_equal(vandyke, before)
-    with pytest.raises(ValueError, match="covariance must be .* got 'bootstrap'"):
+    with pytest.raises(ValueError, match="covariance='bootstrap' is not one of 'jackknife', 'delong', 'unbiased'"):
         mrmc_or(vandyke, COLS, covariance="bootstrap")
-    with pytest.raises(ValueError, match="alpha must lie in"):
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 5"):
         mrmc_dbm(vandyke, COLS, alpha=5)
 
 
@@ -394,3 +395,20 @@ def test_identical_tests_give_nan_with_a_warning_not_a_spurious_p(vandyke):
         assert sum("error term is 0.0" in str(w.message) for w in rec) == 3  # one per analysis
         assert res.global_tests.value.isna().all() and res.global_tests.p.isna().all()
         assert (res.differences["diff"] == 0).all()
+
+
+def test_tables_are_the_native_tables_long_with_the_statistic_named(or_fit):
+    tables = or_fit.tables()
+    assert list(tables) == list(or_fit.native_tables()) and list(tables)[0] == "differences"
+    pd.testing.assert_frame_equal(tables["differences"], or_fit.to_frame())
+    g = tables["global_tests"].set_index(["analysis", "metric"])["value"]
+    # the statistic's value carries its name (F, X2), next to df1, df2, p and the error term
+    assert g[("RRRC", "F")] == _sel(or_fit.global_tests, analysis="RRRC").value
+    assert g[("FRRC", "X2")] == _sel(or_fit.global_tests, analysis="FRRC").value
+    assert set(g.loc["RRFC"].index) == {"F", "df1", "df2", "p", "error_ms"}
+    d = tables["differences"]
+    assert list(d.columns) == ["analysis", "test_a", "test_b", "metric", "value"]
+    assert set(d.loc[d.analysis == "FRRC", "metric"]) == {"diff", "se", "df", "z", "p", "ci_low", "ci_high"}
+    assert set(d.loc[d.analysis == "RRRC", "metric"]) == {"diff", "se", "df", "t", "p", "ci_low", "ci_high"}
+    s = or_fit.summary()
+    assert "RRRC" in s._repr_html_() and "<table" in s._repr_html_()

@@ -1,4 +1,4 @@
-"""TP/TN/FP/FN evolution, decision changes, McNemar and Cochran's Q (audit.reader_outcomes)."""
+"""TP/TN/FP/FN evolution, decision changes, McNemar and Cochran's Q (audit.readers.outcomes)."""
 
 from __future__ import annotations
 
@@ -45,30 +45,30 @@ def _random(seed: int = 5, n_cases: int = 60) -> pd.DataFrame:
 
 
 def test_outcome_counts_by_hand():
-    oc = outcome_counts(_hand()).set_index(["phase", "reader"])
+    oc = outcome_counts(_hand()).table.set_index(["phase", "reader"])
     # A, P1: c1 FN, c2 TP, c3 TN, c4 FP;  A, P2: c1 TP, c2 FN, c3 FP, c4 FP
     assert oc.loc[("P1", "A"), ["tp", "tn", "fp", "fn", "n"]].tolist() == [1, 1, 1, 1, 4]
     assert oc.loc[("P2", "A"), ["tp", "tn", "fp", "fn"]].tolist() == [1, 0, 2, 1]
     assert oc.loc[("P2", "A"), "specificity"] == 0 and oc.loc[("P2", "A"), "ppv"] == pytest.approx(1 / 3)
-    pooled = outcome_counts(_hand(), by=("phase",)).set_index("phase")
+    pooled = outcome_counts(_hand(), by=("phase",)).table.set_index("phase")
     # B, P3: c1 TP, c2 FN, c3 TN, c4 TN; A, P3: c1 TP, c2 FN, c3 FP, c4 TN
     assert pooled.loc["P3", ["tp", "tn", "fp", "fn"]].tolist() == [2, 3, 1, 2]
     assert pooled.loc["P3", "accuracy"] == pytest.approx(5 / 8)
 
 
 def test_outcome_transitions_by_hand():
-    t = outcome_transitions(_hand())
+    t = outcome_transitions(_hand()).table
     a = t[(t.reader == "A") & (t.phase_from == "P1")].set_index(["outcome_from", "outcome_to"])["n"]
     assert len(a) == 16 and a.sum() == 4
     assert a[("FN", "TP")] == 1 and a[("TP", "FN")] == 1 and a[("TN", "FP")] == 1 and a[("FP", "FP")] == 1
-    pooled = outcome_transitions(_hand(), pooled=True)
+    pooled = outcome_transitions(_hand(), pooled=True).table
     p = pooled[pooled.phase_from == "P2"].set_index(["outcome_from", "outcome_to"])["n"]
     # P2→P3: A c4 FP→TN; B c2 TP→FN; unchanged: A c1 TP, c2 FN, c3 FP; B c1 TP, c3 TN, c4 TN
     assert p[("FP", "TN")] == 1 and p[("TP", "FN")] == 1 and p[("TP", "TP")] == 2 and p.sum() == 8
 
 
 def test_decision_changes_toward_ai_by_hand():
-    d = decision_changes(_hand()).set_index(["reader", "phase_from", "ai_correct"])
+    d = decision_changes(_hand()).table.set_index(["reader", "phase_from", "ai_correct"])
     cols = ["n", "n_changed", "n_0to1", "n_1to0", "n_toward_ai", "n_away_from_ai", "n_to_correct", "n_to_wrong"]
     # A, P1→P2, AI right (c1, c4): c1 0→1 toward the AI, now correct; c4 unchanged
     assert d.loc[("A", "P1", True), cols].tolist() == [2, 1, 1, 0, 1, 0, 1, 0]
@@ -79,21 +79,21 @@ def test_decision_changes_toward_ai_by_hand():
     # B, P2→P3: c2 1→0 toward the (wrong) AI
     assert d.loc[("B", "P2", False), cols].tolist() == [2, 1, 0, 1, 1, 0, 0, 1]
     assert d.loc[("B", "P1", True), "n_changed"] == 0 and np.isnan(d.loc[("B", "P1", True), "frac_toward_ai"])
-    pooled = decision_changes(_hand(), pooled=True).set_index(["phase_from", "ai_correct"])
+    pooled = decision_changes(_hand(), pooled=True).table.set_index(["phase_from", "ai_correct"])
     assert pooled.loc[("P1", False), cols].tolist() == [4, 2, 1, 1, 2, 0, 0, 2]
-    one = decision_changes(_hand(), phase_from="P1", phase_to="P3", pooled=True).set_index("ai_correct")
+    one = decision_changes(_hand(), phase_from="P1", phase_to="P3", pooled=True).table.set_index("ai_correct")
     # P1→P3, AI right (c1, c4): A c1 0→1, A c4 1→0 toward; AI wrong: A c2 1→0, A c3 0→1, B c2 1→0 toward
     assert one.loc[True, "n_toward_ai"] == 2 and one.loc[False, "n_toward_ai"] == 3
 
 
 def test_mcnemar_by_hand_and_against_statsmodels_and_binomial():
-    m = mcnemar_correctness(_hand(), phase_a="P1", phase_b="P2")
+    m = mcnemar_correctness(_hand(), phase_a="P1", phase_b="P2").table
     a = m[m.reader == "A"].iloc[0]
     # A correct in P1 on c2, c3 and in P2 on c1 only: a_only = 2 (c2, c3), b_only = 1 (c1), both wrong = 1 (c4)
     assert [a.both_correct, a.a_only_correct, a.b_only_correct, a.both_wrong] == [0, 2, 1, 1]
     assert a.p == pytest.approx(stats.binomtest(1, 3, 0.5).pvalue) and a.exact
     r = _random()
-    m = mcnemar_correctness(r, phase_a="U", phase_b="XAI")
+    m = mcnemar_correctness(r, phase_a="U", phase_b="XAI").table
     r["correct"] = (r["decision"] == r["truth"]).astype(int)
     w = r.pivot(index=["reader", "case"], columns="phase", values="correct")
     for _, row in m.iterrows():
@@ -113,7 +113,7 @@ def test_mcnemar_by_hand_and_against_statsmodels_and_binomial():
 
 def test_cochran_q_against_closed_form_and_statsmodels():
     r = _random()
-    q = cochran_q_correctness(r)
+    q = cochran_q_correctness(r).table
     r["correct"] = (r["decision"] == r["truth"]).astype(int)
     w = r.pivot(index=["reader", "case"], columns="phase", values="correct")[["U", "AI", "XAI"]]
     for _, row in q.iterrows():
