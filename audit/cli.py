@@ -75,7 +75,7 @@ def verify(
     spatial = tuple(int(s) for s in shape.split(","))
     x = torch.randn(2, c, *spatial, generator=torch.Generator().manual_seed(0))
     reg = HookRegistry(model)
-    df = reg.verify(x, atol=atol)
+    df = reg.verify(x, atol=atol).table
     summary = df.groupby("check").agg(n=("passed", "size"), passed=("passed", "sum"), max_err=("max_abs_err", "max"))
     table = Table(title=f"HookRegistry.verify — {len(reg.blocks)} residual blocks, {len(reg.points)} points")
     for col in ("check", "n", "passed", "max |err|"):

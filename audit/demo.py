@@ -33,7 +33,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from audit.training import CARD, TrainConfig, cache_key, train_or_load
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "run_demo", "cache_root"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class DemoConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """Where trained demo models are cached: ``$MEDAUDIT_CACHE``, else ``~/.cache/medaudit``."""
     return Path(os.environ.get("MEDAUDIT_CACHE", Path.home() / ".cache" / "medaudit"))
 
 
@@ -97,7 +98,7 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
         cohort_panel(splits["test"], n=4, path=files["synthetic_panel"])
 
         key = cache_key(dict(splits["train"].meta), cfg.train)
-        folder = _cache_root() / "models" / key
+        folder = cache_root() / "models" / key
         with _step(progress, f"train {cfg.train.arch} ({cfg.train.epochs} epochs, CPU)", timings, 1.0) as adv:
             result = train_or_load(splits, cfg.train, folder, progress=adv)
         for name, filename in (("model_card", CARD), ("checkpoint", result.card["checkpoint"])):
@@ -108,7 +109,7 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
         with _step(progress, "hook registry self-check (verify)", timings):
             # copies: Case arrays are read-only
             x = torch.stack([torch.tensor(c.image) for c in list(splits["test"])[:4]])
-            verify = HookRegistry(result.model).verify(x)
+            verify = HookRegistry(result.model).verify(x).table
         files["hooks_verify"] = _write_csv(verify, out / "hooks_verify.csv")
 
         with _step(progress, "predictions on every split", timings):

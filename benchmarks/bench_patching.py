@@ -3,7 +3,7 @@
 Goal: ratio >= 3x. timm resnet18 (random init, 4 channels, 2 classes), 32 pairs of
 4×64² inputs, every block's ``.local`` (8 points), direction source -> target, full patching.
 
-- batched: ``probes.patching.activation_patching`` — one capture forward over all inputs, then
+- batched: ``probes.internals.activation_patching`` — one capture forward over all inputs, then
   one forward per point over all 32 pairs (``batch_size=64``).
 - loop: per pair, one capture forward of the source (all 8 points) and one unpatched forward of
   the target, then per block one patched forward of the target (batch 1) — 32 × (2 + 8) forwards.
@@ -45,8 +45,8 @@ def main() -> None:
     xt = torch.randn(args.pairs, 4, args.size, args.size, generator=g)
 
     def batched() -> np.ndarray:
-        df = activation_patching(reg, xs, xt, points, target_class=1, directions=("s->t",), batch_size=64)
-        return df.sort_values(["pair", "point"])["delta"].to_numpy()
+        res = activation_patching(reg, xs, 1, xt, points, directions=("x->x_base",), batch_size=64)
+        return res.table.sort_values(["pair", "point"])["delta"].to_numpy()
 
     def loop() -> np.ndarray:
         out = []

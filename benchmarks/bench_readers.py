@@ -2,7 +2,7 @@
 
 Goal: ratio ≥ 20×. Both arms bootstrap the reader-averaged empirical AUC per phase
 over the same (resamples × patients) index matrix:
-- ``cluster_bootstrap(reads, "auc", n, seed)`` (the whole public call, input validation included);
+- ``cluster_bootstrap(reads, statistic="auc", n_boot=..., seed=...)`` (the whole public call, input validation included);
 - the peer loop: for each resample, gather every read of each drawn patient (precomputed row
   indices, numpy only) and call ``sklearn.metrics.roc_auc_score`` per reader and phase.
 The arms are interleaved (A, B, A, B, …) after a warm-up; medians are printed, and the two
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from audit.readers.bootstrap import cluster_bootstrap
+from audit.readers import cluster_bootstrap
 from audit.readers.simulate import PHASES, simulate_reads
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     reads = simulate_reads(args.cases, args.readers, PHASES, odds_ratio=(1.6, 1.8), seed=args.seed)
-    res = cluster_bootstrap(reads, "auc", n=args.resamples, seed=args.seed, differences=False)
+    res = cluster_bootstrap(reads, statistic="auc", n_boot=args.resamples, seed=args.seed, differences=False)
     ref = loop_auc(reads, res.patients, res.indices)  # also the warm-up of both arms
     err = np.nanmax(np.abs(res.replicates - ref))
     print(f"{len(reads)} reads: {args.readers} readers x {args.cases} patients x {len(PHASES)} phases; "
@@ -60,7 +60,7 @@ def main() -> None:
     t_vec, t_loop = [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        cluster_bootstrap(reads, "auc", n=args.resamples, seed=args.seed, differences=False)
+        cluster_bootstrap(reads, statistic="auc", n_boot=args.resamples, seed=args.seed, differences=False)
         t_vec.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         loop_auc(reads, res.patients, res.indices)

@@ -20,7 +20,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from probes import HookRegistry
-from probes.attribution.gradcam import layer_gradcam
+from probes.attribution import layer_gradcam
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Speed of exact contrast Shapley (probes.shapley.modality_shapley, 2^M batched coalitions)
+"""Speed of exact contrast Shapley (probes.interventions.contrast_shapley, 2^M batched coalitions)
 against Captum's ShapleyValues (M!·M + 1 permutation evaluations) on the same per-case value.
 
 Prints the median time of each (interleaved repeats after one warm-up) and the ratio
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probes.interventions.shapley import modality_shapley  # noqa: E402
+from probes.interventions import contrast_shapley  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     sv = ShapleyValues(lambda z: torch.softmax(model(z), 1))
 
     def ours():
-        return modality_shapley(model, x, "prob", labels=y, per_case=True, batch_size=64).phi
+        return contrast_shapley(model, x, None, "prob", labels=y, per_case=True, batch_size=64).phi
 
     def captum():
         with torch.no_grad():

@@ -344,6 +344,13 @@ class Cohort:
         """
         return CohortDataset(self, mask_names, transform)
 
+    def stack(self, mask_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Every case in one batch: ``{"image": (N, C, *spatial), "label": (N,), "case_id": [...],
+        "patient_id": [...], "masks": {name: (N, *spatial) bool}}`` (``as_dataset`` + ``collate``)."""
+        if not self._cases:
+            raise ValueError("cannot stack an empty cohort")
+        return collate([item for item in self.as_dataset(mask_names)])
+
 
 # ---------------------------------------------------------------------------- torch view
 class CohortDataset(Dataset):

@@ -70,7 +70,7 @@ def error_ratio(num: float, den: float, what: str) -> float:
 
 @dataclass(frozen=True, eq=False)
 class MRMCResult(ReaderResult):
-    """An MRMC analysis (``method`` "OR" or "DBM").
+    """An MRMC analysis (``analysis`` "OR" or "DBM").
 
     Native tables (attributes): ``differences`` (analysis, test_a, test_b, diff, se, df, stat,
     value, p, ci_low, ci_high), ``global_tests`` (analysis, statistic, value, df1, df2, p,
@@ -86,7 +86,7 @@ class MRMCResult(ReaderResult):
     the OR-DBM MRMC 2.51 output.
     """
 
-    method: str
+    analysis: str
     covariance: str
     alpha: float
     n_pos: int
@@ -119,7 +119,7 @@ class MRMCResult(ReaderResult):
     def summary(self) -> Summary:
         """AUCs, global tests, differences and single-test CIs, with one line per analysis."""
         lvl = f"{100 * (1 - self.alpha):g}"
-        title = (f"{self.method} MRMC analysis of empirical AUCs ({self.covariance} covariance): "
+        title = (f"{self.analysis} MRMC analysis of empirical AUCs ({self.covariance} covariance): "
                  f"{len(self.tests)} tests, {len(self.readers)} readers, {self.n_pos + self.n_neg} cases "
                  f"({self.n_neg} normal, {self.n_pos} abnormal)")
         aucs = self.aucs.pivot(index="reader", columns="test", values="auc").reindex(list(self.readers))
@@ -157,7 +157,7 @@ def _global_line(res: MRMCResult, analysis: str) -> str:
 def _render(res: MRMCResult) -> str:
     """Text layout after the OR-DBM MRMC 2.51 / JAFROC output (same quantities, same digits)."""
     lvl = int(round(100 * (1 - res.alpha)))
-    out = [f"{res.method} MRMC analysis of empirical (trapezoidal) AUCs, covariance: {res.covariance}",
+    out = [f"{res.analysis} MRMC analysis of empirical (trapezoidal) AUCs, covariance: {res.covariance}",
            f"{len(res.tests)} tests, {len(res.readers)} readers, {res.n_pos + res.n_neg} cases "
            f"({res.n_neg} normal, {res.n_pos} abnormal)", "", "TEST x READER AUC ESTIMATES"]
     tab = res.aucs.pivot(index="reader", columns="test", values="auc").reindex(list(res.readers))
@@ -195,13 +195,13 @@ def _render(res: MRMCResult) -> str:
     return "\n".join(out)
 
 
-def mrmc_tables(method: str, covariance: str, alpha: float, truth: np.ndarray, tests: tuple, readers: tuple,
+def mrmc_tables(analysis: str, covariance: str, alpha: float, labels: np.ndarray, tests: tuple, readers: tuple,
                 aucs: np.ndarray, **tables: pd.DataFrame | Sequence[dict]) -> MRMCResult:
     """An :class:`MRMCResult` from the (t, r) AUCs and the row lists of the other tables."""
     t, r = aucs.shape
     frames = {k: v if isinstance(v, pd.DataFrame) else pd.DataFrame(v) for k, v in tables.items()}
     return MRMCResult(
-        method=method, covariance=covariance, alpha=alpha, n_pos=int(truth.sum()), n_neg=int((~truth).sum()),
+        analysis=analysis, covariance=covariance, alpha=alpha, n_pos=int(labels.sum()), n_neg=int((~labels).sum()),
         tests=tests, readers=readers,
         aucs=pd.DataFrame([{"test": tests[i], "reader": readers[j], "auc": float(aucs[i, j])}
                            for i in range(t) for j in range(r)]),

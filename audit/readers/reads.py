@@ -213,7 +213,7 @@ def check_scores(scores: Any, n: int, name: str = "prob", *, unit: bool = True) 
     return p
 
 
-def check_both_classes(truth: np.ndarray, what: str) -> None:
-    """ValueError when ``truth`` (checked 0/1) holds a single class: ``what`` needs both."""
-    if truth.min() == truth.max():
-        raise ValueError(f"labels has a single class ({int(truth[0])} for all {truth.size} cases); {what} needs both")
+def check_both_classes(labels: np.ndarray, what: str) -> None:
+    """ValueError when ``labels`` (checked 0/1) holds a single class: ``what`` needs both."""
+    if labels.min() == labels.max():
+        raise ValueError(f"labels has a single class ({int(labels[0])} for all {labels.size} cases); {what} needs both")

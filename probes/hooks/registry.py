@@ -30,7 +30,7 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,9 @@ from probes.core.model import AuditAdapter, Output, as_audit_model, class_probab
 from probes.core.resize import resize_mask
 from probes.hooks.adapters import BlockAdapter, find_adapter
 from probes.hooks.points import ActivationCache, PointSpec, join_point, unknown_point
+
+if TYPE_CHECKING:
+    from probes.hooks.verify import VerifyReport
 
 __all__ = ["HookRegistry", "ActivationCache", "ANCHORS", "PointSpec", "as_registry"]
 
@@ -536,8 +539,8 @@ class HookRegistry:
         finally:
             session.remove()
 
-    def verify(self, x: Tensor, atol: float = 1e-5, grad: bool = True):
-        """Self-checks per block; see ``probes.verify.verify_registry``."""
+    def verify(self, x: Tensor, atol: float = 1e-5, grad: bool = True) -> "VerifyReport":
+        """Self-checks per block (a ``VerifyReport``); see ``probes.hooks.verify.verify_registry``."""
         from probes.hooks.verify import verify_registry
 
         return verify_registry(self, x, atol=atol, grad=grad)

@@ -17,18 +17,20 @@ Checks, one row per block (``point`` = block name) unless said otherwise:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 import torch
 from torch import Tensor
 
 from probes.core.model import ModelSnapshot
+from probes.core.result import Result, long_frame
 
 if TYPE_CHECKING:
     from probes.hooks.registry import HookRegistry
 
-__all__ = ["verify_registry"]
+__all__ = ["verify_registry", "VerifyReport"]
 
 
 def _err(a: Tensor, b: Tensor) -> float:
@@ -52,8 +54,37 @@ def _apply_act(reg: "HookRegistry", block: str, z: Tensor, grad_out: Tensor | No
         return g
 
 
-def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bool = True) -> pd.DataFrame:
-    """Run the checks above on input ``x``; returns columns check, point, max_abs_err, passed.
+@dataclass(frozen=True)
+class VerifyReport(Result):
+    """The registry's self-checks: ``table`` (check, point, max_abs_err, passed) and ``model_diff``.
+
+    ``to_frame()``: check, point, metric ∈ {max_abs_err, passed (1/0)}, value.
+    """
+
+    table: pd.DataFrame
+    model_diff: tuple[str, ...] = ()
+    title: ClassVar[str] = "HookRegistry.verify"
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return bool(self.table["passed"].all())
+
+    def to_frame(self) -> pd.DataFrame:
+        return long_frame(self.table, ["check", "point"], ["max_abs_err", "passed"])
+
+    def _summary_tables(self) -> pd.DataFrame:
+        return (self.table.groupby("check", sort=False)
+                .agg(n=("passed", "size"), passed=("passed", "sum"), max_abs_err=("max_abs_err", "max"))
+                .reset_index())
+
+    def _notes(self) -> tuple[str, ...]:
+        failed = self.table[~self.table["passed"]]
+        return tuple(f"FAILED {r.check} at {r.point}: max |err| {r.max_abs_err:.3g}" for r in failed.itertuples())
+
+
+def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bool = True) -> VerifyReport:
+    """Run the checks above on input ``x``; returns a :class:`VerifyReport`.
 
     ``atol`` bounds every error (exact equality is expected: the model computes f + s with
     the same float ops the check repeats).  ``grad=True`` adds the gradient checks, with the
@@ -97,5 +128,4 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
     diff = snapshot.diff(model)
     add("model_unchanged", "*", 0.0 if not diff else math.inf)
     frame = pd.DataFrame(rows, columns=["check", "point", "max_abs_err", "passed"])
-    frame.attrs["model_diff"] = diff
-    return frame
+    return VerifyReport(frame, tuple(diff))

@@ -287,17 +287,17 @@ def _callable_game(metric: Callable) -> _Game:
     return _Game("scores", _no_target(getattr(metric, "__name__", "custom")), value, class_scores=False)
 
 
-def _unpack(x: Any, labels: Any, masks: Mapping[str, Any] | None, contrasts: Sequence[str] | None
+def _unpack(x: Any, labels: Any, masks: Mapping[str, Any] | None, contrasts: Sequence[str] | None,
+            case_ids: Sequence[Any] | None = None
             ) -> tuple[Tensor, Any, dict[str, Any], tuple[str, ...], tuple[str, ...]]:
     """Tensor/array input, or a cohort of cases (labels when every case has one, the ROIs every
     case carries, case ids and channel names are read from it; arguments given override)."""
-    case_ids = None
     masks = dict(masks or {})
     if is_case_collection(x):
         cases = stack_cases(x)
         xt = torch.from_numpy(cases.x)
         contrasts = cases.contrasts if contrasts is None else contrasts
-        case_ids = cases.case_ids
+        case_ids = cases.case_ids if case_ids is None else case_ids
         if labels is None and cases.all_labelled:
             labels = list(cases.labels)
         masks = {**{k: cases.masks[k] for k in cases.complete}, **masks}
@@ -347,15 +347,17 @@ def _derangements(n: int, n_samples: int, seed: int) -> np.ndarray:
 def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, metric: str | Callable = "prob", *,
                      absent: str = "zero", per_case: bool = False, labels: Any = None,
                      masks: Mapping[str, Any] | None = None, truth_roi: str = "gtv",
-                     contrasts: Sequence[str] | None = None, n_samples: int = 8, seed: int = 0,
-                     batch_size: int = 64, output: Output = None, tol: float = 1e-9) -> ContrastShapley:
+                     contrasts: Sequence[str] | None = None, case_ids: Sequence[Any] | None = None,
+                     n_samples: int = 8, seed: int = 0, batch_size: int = 64, output: Output = None,
+                     tol: float = 1e-9) -> ContrastShapley:
     """Exact Shapley values of the M input contrasts for ``model`` on ``x`` (all 2^M coalitions
     of every case evaluated in batches of ``batch_size`` inputs).
 
     ``x``: tensor (N, C, *spatial) (with ``labels`` (N,) and ``masks`` {roi: (N, *spatial)}), or
     a cohort of cases (``audit.data.Cohort``: labels, contrast names, case ids and the ROIs that
     every case carries are read from it; arguments given override them). ``masks["brain"]``
-    is the region of the ``"mean"`` fill; ``masks[truth_roi]`` the truth of ``"dice"``.
+    is the region of the ``"mean"`` fill; ``masks[truth_roi]`` the truth of ``"dice"``;
+    ``contrasts`` names the channels and ``case_ids`` the cases (str).
 
     ``target`` and ``metric`` (per-case value v_i(S); cohort value = its mean unless noted):
 
@@ -393,7 +395,7 @@ def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, met
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     n_samples, batch_size = check_int(n_samples, "n_samples"), check_int(batch_size, "batch_size")
-    x, labels, masks, names, case_ids = _unpack(x, labels, masks, contrasts)
+    x, labels, masks, names, case_ids = _unpack(x, labels, masks, contrasts, case_ids)
     x = x.to(model_device(model))
     n, m = x.shape[0], x.shape[1]
     if absent == "marginal" and n < 2:

@@ -19,8 +19,7 @@ from torch import nn
 from audit.models import load_model
 from probes.attribution import METHODS, attribute, layer_gradcam, lrp
 from probes.core.model import ModelInterface, ModelSnapshot, UnsupportedModelError
-
-pytest.importorskip("onnx2torch")
+from tests.helpers import NHWCNet, export_nhwc_softmax
 
 TARGET = [1, 3]
 # small budgets: the sampling methods are checked for shape, not for their estimates
@@ -29,44 +28,12 @@ FAST = {"integrated_gradients": dict(n_steps=8), "gradient_shap": dict(n_samples
         "kernel_shap": dict(n_samples=30, grid=2), "lime": dict(n_samples=30, n_segments=8)}
 
 
-class _Net(nn.Module):
-    """conv → ReLU → conv (stride 2) → ReLU → mean → linear → head; NHWC in with ``channels_last``.
-
-    ``head``: ``"softmax"`` (probabilities), ``"log_softmax"`` (log p) or ``"none"`` (logits).
-    """
-
-    def __init__(self, channels_last: bool = True, head: str = "softmax"):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8, 4)
-        self.channels_last, self.head = channels_last, head
-
-    def forward(self, x):
-        if self.channels_last:
-            x = (x * 2.0).permute(0, 3, 1, 2)  # an element-wise op still in the NHWC layout
-        else:
-            x = x * 2.0
-        h = torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3))
-        z = self.fc(h)
-        return {"softmax": lambda: torch.softmax(z, dim=1), "log_softmax": lambda: torch.log_softmax(z, dim=1),
-                "none": lambda: z}[self.head]()
-
-
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory):
-    torch.manual_seed(0)
-    net = _Net().eval()
-    path = tmp_path_factory.mktemp("onnx") / "nhwc_softmax.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        try:
-            torch.onnx.export(net, (torch.randn(2, 16, 16, 3),), str(path), dynamo=False, opset_version=17)
-        except Exception:  # legacy TorchScript exporter unavailable in this torch
-            torch.onnx.export(net, (torch.randn(2, 16, 16, 3),), str(path), dynamo=True, opset_version=18)
+    path, net = export_nhwc_softmax(tmp_path_factory.mktemp("onnx") / "nhwc_softmax.onnx")
     refs = {}
     for head in ("log_softmax", "none"):
-        refs[head] = _Net(channels_last=False, head=head).eval()
+        refs[head] = NHWCNet(channels_last=False, head=head).eval()
         refs[head].load_state_dict(net.state_dict())
     return path, refs
 

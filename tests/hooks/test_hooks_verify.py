@@ -31,7 +31,7 @@ def test_verify_passes_2d(name):
     assert len(reg.blocks) == n_blocks
     c_in = 3 if name.startswith("tv_") else 4
     x = torch.randn(2, c_in, 64, 64, generator=torch.Generator().manual_seed(0))
-    df = reg.verify(x)
+    df = reg.verify(x).table
     assert set(df.check) >= {"fired", "sum", "act", "identity_patch", "grad_local", "grad_act",
                              "transparent", "model_unchanged"}
     assert df.passed.all(), df[~df.passed]
@@ -53,7 +53,7 @@ def test_verify_passes_monai_3d(kind):
     reg = HookRegistry(model)
     assert len(reg.blocks) == n_blocks
     x = torch.randn(1, 4, 24, 24, 24, generator=torch.Generator().manual_seed(0))
-    df = reg.verify(x)
+    df = reg.verify(x).table
     assert df.passed.all(), df[~df.passed]
     _, cache = reg.run_with_cache(x, points=[f"{reg.blocks[0]}.resid"])
     assert cache[f"{reg.blocks[0]}.resid"].dim() == 5
@@ -126,7 +126,7 @@ def test_wrong_adapter_is_caught_by_verify(x2d):
     model = timm_model("resnet18")
     wrong = BlockAdapter("wrong", ("bn1",), "downsample", "act2")
     reg = HookRegistry(model, adapters={"timm.models.resnet.BasicBlock": wrong})
-    df = reg.verify(x2d)
+    df = reg.verify(x2d).table
     bad = df[~df.passed]
     assert set(bad.check) >= {"sum", "grad_local"}
     assert (df[df.check == "sum"].passed == False).all()  # noqa: E712
@@ -157,7 +157,7 @@ def test_register_adapter_for_users_block():
         reg = HookRegistry(model)
         assert reg.blocks == ["0", "1"]
         assert "1.resid_sum" in reg.points and "0.body.0" in reg.points
-        df = reg.verify(torch.randn(2, 4, 16, 16))
+        df = reg.verify(torch.randn(2, 4, 16, 16)).table
         assert df.passed.all(), df[~df.passed]
     finally:
         ADAPTERS.pop(key, None)

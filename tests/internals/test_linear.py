@@ -69,10 +69,15 @@ def test_features_streamed_cached_and_model_untouched(lesion_probe):
 def test_probe_auc_profile_and_control(lesion_probe):
     """Shape on T1c is the only mechanism: near chance at the stem, ≥ 0.9 at the last block.
 
-    Measured (15-epoch lesion model, test AUC 0.96; probe split seeds 0/1/2): stem ``act1``
-    0.55/0.55/0.60, layer1.0 0.82/0.75/0.80, layer2.1 0.97/0.96/0.98, layer4.1 0.98/0.99/0.98;
-    control 0.43–0.55 everywhere. Lesion irregularity is a local boundary texture, so the first
-    residual block already carries much of it; only the stem is near chance.
+    Lesion irregularity is a local boundary texture, so the first residual block already
+    separates much of it; only the stem is near chance. How much the AUC still rises after the
+    first block depends on the training run, so it is not asserted here (the ground truth for
+    "the decision forms late" is a relational mechanism, not this texture).
+
+    Measured over training seeds 0/1/2 × 1 and 2 torch threads (15-epoch models, val AUC
+    0.96–0.99; probe split seed 0): stem ``act1`` 0.52–0.70, ``layer1.0`` 0.80–0.91,
+    ``layer4.1`` 0.94–0.98, last − stem 0.25–0.46, control |AUC − 0.5| ≤ 0.11, selectivity
+    after the stem ≥ 0.38. Seed 0 with 2 threads (the suite's own run): stem 0.52, last 0.98.
     """
     res = lesion_probe["res"]
     w = res.wide().set_index(["point", "task"])
@@ -81,7 +86,6 @@ def test_probe_auc_profile_and_control(lesion_probe):
     assert real.loc["act1", "test_auc"] < 0.7             # stem, before any block
     assert real.loc["layer4.1.resid", "test_auc"] >= 0.9   # the required bar at the last block
     assert real.loc["layer4.1.resid", "test_auc"] - real.loc["act1", "test_auc"] >= 0.25
-    assert real.loc["layer4.1.resid", "test_auc"] - real.loc["layer1.0.resid", "test_auc"] >= 0.08  # it rises
     assert (ctrl["test_auc"] - 0.5).abs().max() <= 0.12    # shuffled labels stay at chance everywhere
     sel = res.selectivity().set_index("point")["selectivity"]
     assert (sel.drop("act1") > 0.25).all()
