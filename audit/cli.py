@@ -108,7 +108,7 @@ def readers(
     decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done."""
     import pandas as pd
 
-    from audit.readers.study import ReadColumns, ReadsError, analyze_reads, write_example_reads
+    from audit.readers import ReadColumns, ReadsError, analyze_reads, write_example_reads
 
     if example == (reads_csv is not None):
         raise typer.BadParameter("give either READS_CSV or --example")

@@ -123,7 +123,7 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
 
         # the reader-study half of the audit, on the package's simulated 3-phase, 4-reader study
         with _step(progress, "reader study (simulated 444 reads: GEE, bootstrap, MRMC, curves)", timings):
-            from audit.readers.study import analyze_reads, write_example_reads
+            from audit.readers import analyze_reads, write_example_reads
 
             reads = write_example_reads(out / "readers" / "example_reads.csv")
             study = analyze_reads(reads, out=out / "readers", n_boot=1000, seed=cfg.seed)

@@ -26,7 +26,6 @@ import pandas as pd
 import pytest
 import torch
 
-from probes.attribution import METHODS
 from probes.core.result import Result, Summary
 from probes.hooks.registry import HookRegistry
 from tests.helpers import timm_model

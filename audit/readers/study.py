@@ -34,10 +34,6 @@ from audit.readers.roc import reader_roc
 from probes.core.result import Result, Summary, tidy
 from probes.core.validate import check_alpha, check_int
 
-# audit.cli and audit.demo import these from here; the index of the package is audit.readers
-from audit.readers.reads import ReadsError  # noqa: F401
-from audit.readers.simulate import write_example_reads  # noqa: F401
-
 __all__ = ["analyze_reads", "ReaderStudyResult"]
 
 Instrument = tuple[str, frozenset, Callable[[], ReaderResult]]

@@ -13,7 +13,6 @@ from probes import HookRegistry, ModelSnapshot
 from probes.attribution.gradcam import layer_gradcam
 from tests.helpers import randomize_bn, timm_model
 
-gradcam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -129,7 +128,7 @@ def test_one_forward_and_one_backward(resnet18, monkeypatch):
 
 
 def test_3d_monai_resnet_equals_pytorch_grad_cam_and_hand_reference():
-    monai_nets = pytest.importorskip("monai.networks.nets")
+    import monai.networks.nets as monai_nets
     torch.manual_seed(0)
     model = randomize_bn(monai_nets.resnet10(spatial_dims=3, n_input_channels=4, num_classes=2)).eval()
     reg = HookRegistry(model)

@@ -11,7 +11,6 @@ from torch import nn
 from probes import ModelSnapshot
 from probes.attribution.lime import lime_map
 
-pytest.importorskip("lime")
 
 
 class RegionSum(nn.Module):

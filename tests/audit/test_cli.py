@@ -52,7 +52,7 @@ def test_readers_cli_example_writes_every_table(tmp_path):
     the GEE table equals the library call on the same file."""
     import pandas as pd
 
-    from audit.readers.study import gee_assistance
+    from audit.readers import gee_assistance
 
     out = tmp_path / "rs"
     r = CliRunner().invoke(app, ["readers", "--example", "--out", str(out), "--n-boot", "50"])
