@@ -260,3 +260,51 @@ def test_result_protocol(kit, qualname):
     assert repr(s) == str(s)
     html = res._repr_html_()
     assert isinstance(html, str) and ("<table" in html or "<pre" in html), qualname
+
+
+def test_no_private_name_crosses_a_module_and_probes_never_imports_audit():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bad = []
+    for path in [*root.joinpath("probes").rglob("*.py"), *root.joinpath("audit").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("probes", "audit"):
+                bad += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and a.name != "__all__"]
+                if path.parts[len(root.parts)] == "probes" and node.module.startswith("audit"):
+                    bad.append(f"{path.relative_to(root)} imports {node.module}")
+    assert not bad, bad
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level imports of probes and audit form a DAG (function-level and TYPE_CHECKING ones aside)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    graph: dict[str, set[str]] = {}
+    for path in [*root.joinpath("probes").rglob("*.py"), *root.joinpath("audit").rglob("*.py")]:
+        rel = path.relative_to(root).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        deps = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("probes", "audit"):
+                deps.add(node.module)
+        graph[name] = deps
+    edges = {m: {d for d in ds if d in graph} for m, ds in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in edges[m]:
+            if state.get(d) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(d):] + [d])}")
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in edges:
+        if m not in state:
+            visit(m, [m])
