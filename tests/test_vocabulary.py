@@ -295,16 +295,18 @@ def test_no_import_cycles_between_modules():
         graph[name] = deps
     edges = {m: {d for d in ds if d in graph} for m, ds in graph.items()}
     state: dict[str, int] = {}
+    cycles: list[str] = []
 
     def visit(m: str, stack: list[str]) -> None:
         state[m] = 1
         for d in edges[m]:
             if state.get(d) == 1:
-                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(d):] + [d])}")
-            if d not in state:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
                 visit(d, stack + [d])
         state[m] = 2
 
     for m in edges:
         if m not in state:
             visit(m, [m])
+    assert len(graph) > 40 and not cycles, cycles
