@@ -8,18 +8,89 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import tempfile
+import time
+import traceback
+import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="medaudit: audit what a trained medical-imaging model really uses.")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class UserError(ValueError):
+    """A mistake in what the user gave (a file, an option value): one red line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import pandas as pd
+
+    return (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+            UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError)
+
+
+def _log_dir() -> Path:
+    root = os.environ.get("MEDAUDIT_CACHE")
+    return Path(root) / "logs" if root else Path(tempfile.gettempdir()) / "medaudit-logs"
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a CLI command so that no user error shows a traceback.
+
+    A user error (a damaged or unsupported file, a bad option value, an unreadable CSV) prints
+    one red line naming the file or option and exits with 2; any other error writes its
+    traceback to a log file, says where, and exits with 3.
+    """
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                # a warning is one yellow line, not a source excerpt
+                warnings.showwarning = lambda message, category, *a, **k: errors.print(
+                    f"[yellow]warning:[/yellow] {' '.join(str(message).split())}")
+                return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except _user_errors() as err:
+            msg = " ".join(str(err).split()) or type(err).__name__
+            errors.print(f"[red]error:[/red] {msg}")
+            raise typer.Exit(2) from None
+        except Exception as err:  # noqa: BLE001 - an internal error: keep the traceback, say where
+            folder = _log_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            log = folder / f"audit-{fn.__name__}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            log.write_text("".join(traceback.format_exception(err)), encoding="utf-8")
+            errors.print(f"[red]internal error[/red] in `audit {fn.__name__}` ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:300]}); the traceback is in {log}")
+            raise typer.Exit(3) from None
+    return run
+
+
+def parse_shape(shape: str, option: str = "--shape") -> tuple[int, ...]:
+    """``"64,64"`` → ``(64, 64)``: 1-3 positive integers, else a :class:`UserError` naming the option."""
+    parts = [p.strip() for p in str(shape).split(",")]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{option} {shape!r}: expected 1-3 positive integers separated by commas, "
+                        "e.g. 64,64 or 32,32,32") from None
+    if not 1 <= len(dims) <= 3 or min(dims) < 1:
+        raise UserError(f"{option} {shape!r}: expected 1-3 positive integers separated by commas, "
+                        "e.g. 64,64 or 32,32,32")
+    return dims
 
 
 @app.command()
+@command
 def demo(
     out: Path = typer.Option(Path("reports/demo"), help="output folder"),
     n_cases: int = typer.Option(1500, help="synthetic cases (train/val/test = 70/15/15%)"),
@@ -37,6 +108,7 @@ def demo(
 
 
 @app.command()
+@command
 def verify(
     model_path: Path | None = typer.Argument(
         None, help="checkpoint (.pt/.pth/.ckpt/.safetensors/.onnx), or a model folder with model_card.json "
@@ -56,26 +128,29 @@ def verify(
     from audit.training import load_trained
     from probes import HookRegistry
 
+    spatial = parse_shape(shape) if shape is not None else None
     card: dict = {}
-    try:
-        if model_path is not None and model_path.is_dir():
-            if arch is not None or in_chans is not None or num_classes is not None:
-                raise ValueError(f"{model_path} is a model folder: its model_card.json names the architecture; "
-                                 "drop --arch/--in-chans/--num-classes")
-            model, card = load_trained(model_path)
-        else:
-            model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
-                               trust_checkpoint=trust_checkpoint)
-    except (ValueError, FileNotFoundError) as err:  # bad file/arch: a message, not a traceback
-        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from err
+    if model_path is not None and model_path.is_dir():
+        if not (model_path / "model_card.json").is_file():
+            raise UserError(f"{model_path} is a folder without a model_card.json: give a checkpoint file, "
+                            "or a model folder written by the trainers or `audit demo`")
+        if arch is not None or in_chans is not None or num_classes is not None:
+            raise UserError(f"{model_path} is a model folder: its model_card.json names the architecture; "
+                            "drop --arch/--in-chans/--num-classes")
+        model, card = load_trained(model_path)
+    else:
+        model = load_model(model_path, arch, num_classes=num_classes, in_chans=in_chans,
+                           trust_checkpoint=trust_checkpoint)
     c = in_chans or card.get("in_chans") or _first_conv_in_channels(model)
-    if shape is None:
-        shape = ",".join(str(s) for s in card["input_shape"][1:]) if "input_shape" in card else "64,64"
-    spatial = tuple(int(s) for s in shape.split(","))
+    if spatial is None:
+        spatial = tuple(card["input_shape"][1:]) if "input_shape" in card else (64, 64)
     x = torch.randn(2, c, *spatial, generator=torch.Generator().manual_seed(0))
     reg = HookRegistry(model)
-    df = reg.verify(x, atol=atol).table
+    try:
+        df = reg.verify(x, atol=atol).table
+    except RuntimeError as err:  # the network cannot run on this input (too small, wrong dims)
+        raise UserError(f"the model cannot run on an input of shape {tuple(x.shape)} (--shape, --in-chans): "
+                        f"{str(err).splitlines()[0]}") from err
     summary = df.groupby("check").agg(n=("passed", "size"), passed=("passed", "sum"), max_err=("max_abs_err", "max"))
     table = Table(title=f"HookRegistry.verify — {len(reg.blocks)} residual blocks, {len(reg.points)} points")
     for col in ("check", "n", "passed", "max |err|"):
@@ -89,6 +164,7 @@ def verify(
 
 
 @app.command()
+@command
 def readers(
     reads_csv: Path | None = typer.Argument(None, help="one row per read (CSV); omit with --example"),
     out: Path = typer.Option(Path("reports/readers"), help="output folder for the tables (CSV)"),
@@ -111,23 +187,27 @@ def readers(
     from audit.readers import ReadColumns, ReadsError, analyze_reads, write_example_reads
 
     if example == (reads_csv is not None):
-        raise typer.BadParameter("give either READS_CSV or --example")
+        raise UserError("give either READS_CSV or --example")
+    if n_boot < 2:
+        raise UserError(f"--n-boot {n_boot}: the patient bootstrap needs at least 2 resamples")
     out.mkdir(parents=True, exist_ok=True)
     if example:
         reads_csv = out / "example_reads.csv"
         write_example_reads(reads_csv)
         console.print(f"example study written to {reads_csv}")
-    if not reads_csv.exists():
-        console.print(f"[red]error:[/red] no such file: {reads_csv}")
-        raise typer.Exit(2)
+    if not reads_csv.is_file():
+        raise UserError(f"no such file: {reads_csv}")
     cols = ReadColumns(reader=reader, case=case, truth=truth, phase=phase, decision=decision, score=score,
                        ai_prob=ai_prob)
     try:
-        res = analyze_reads(pd.read_csv(reads_csv), cols, out=out, n_boot=n_boot, seed=seed,
+        reads = pd.read_csv(reads_csv)
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise UserError(f"cannot read {reads_csv} as a CSV table of reads: {err}") from err
+    try:
+        res = analyze_reads(reads, cols, out=out, n_boot=n_boot, seed=seed,
                             progress=lambda name: console.print(f"  {name} …", highlight=False))
     except ReadsError as err:
-        console.print(f"[red]error in {reads_csv}:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from err
+        raise UserError(f"in {reads_csv}: {err}") from err
     table = Table(title=f"reader study — {len(res.files)} tables in {out}")
     for col in ("instrument", "status"):
         table.add_column(col)
@@ -151,7 +231,7 @@ def _first_conv_in_channels(model) -> int:
     for m in model.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
             return m.in_channels
-    raise typer.BadParameter("cannot infer the input channels; pass --in-chans")
+    raise UserError("cannot infer the input channels of this model; pass --in-chans")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "AuditAdapter",
     "CheckpointMismatchError",
+    "CheckpointReadError",
     "ModelInterface",
     "UnsafeCheckpointError",
     "as_audit_model",
@@ -74,6 +75,10 @@ Arch = str | nn.Module | Callable[[], nn.Module] | None
 
 class UnsafeCheckpointError(ValueError):
     """A checkpoint needs arbitrary unpickling (code execution) and was not trusted."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file is damaged or is not what its extension says (empty, truncated, text)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -157,7 +162,11 @@ def load_model(
 
     if ext == ".safetensors":
         from safetensors.torch import load_file
-        loaded: Any = load_file(str(path), device="cpu")
+        try:
+            loaded: Any = load_file(str(path), device="cpu")
+        except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+            raise CheckpointReadError(f"cannot read {path} as safetensors (empty, truncated or not a "
+                                      f"safetensors file): {err}") from err
     else:
         loaded = _extract(_read_torch(path, trust_checkpoint), path)
     if isinstance(loaded, nn.Module):  # a trusted pickle of the whole model
@@ -222,7 +231,11 @@ def _read_torch(path: Path, trust: bool) -> Any:
             "If you trust its source, pass trust_checkpoint=True (CLI: --trust-checkpoint); "
             "better, re-save only the state dict, or as .safetensors") from err
     except (RuntimeError, EOFError) as err:  # truncated or corrupt archive
-        raise ValueError(f"could not read checkpoint {path}: {err}") from err
+        raise CheckpointReadError(f"could not read checkpoint {path}: {err}") from err
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        # not a torch archive at all (e.g. a text file): the legacy unpickler fails on its bytes
+        raise CheckpointReadError(f"cannot read {path}: it is not a PyTorch checkpoint "
+                                  f"({type(err).__name__}: {err})") from err
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -464,7 +477,10 @@ def _build_monai(arch: str, num_classes: int | None, in_chans: int | None,
 def _load_onnx(path: Path) -> nn.Module:
     import onnx
     import onnx2torch
-    proto = onnx.load(str(path))
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # protobuf's DecodeError for a damaged or foreign file
+        raise CheckpointReadError(f"cannot read {path} as an ONNX model: {type(err).__name__}: {err}") from err
     _inline_identity_initializers(proto)
     _drop_needless_allowzero(proto)
     _register_opset18_reduce()
