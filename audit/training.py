@@ -25,7 +25,8 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,25 @@ def cache_key(cohort_info: dict[str, Any], cfg: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic algorithms while training (warn-only: an op without one still runs)."""
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
 def _fit(model: nn.Module, splits: dict[str, Cohort], cfg: TrainConfig, gen: torch.Generator,
          loss_fn: Callable, masks: tuple[str, ...], progress: Callable[[str, float], None] | None):
+    with _deterministic():
+        return _fit_epochs(model, splits, cfg, gen, loss_fn, masks, progress)
+
+
+def _fit_epochs(model: nn.Module, splits: dict[str, Cohort], cfg: TrainConfig, gen: torch.Generator,
+                loss_fn: Callable, masks: tuple[str, ...], progress: Callable[[str, float], None] | None):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = _loader(splits["train"], cfg.batch_size, True, gen, masks)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * len(train))

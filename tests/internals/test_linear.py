@@ -19,12 +19,11 @@ SPLIT = (0.5, 0.2, 0.3)
 
 
 @pytest.fixture(scope="module")
-def lesion_probe(strong_lesion_model, tmp_path_factory):
+def lesion_probe(lesion_model, tmp_path_factory):
     """600 slices unseen in training: the model's val+test cases plus 240 fresh patients."""
     from audit.data.cohort import Cohort, collate
     from audit.synthetic import make_cohort
 
-    lesion_model = strong_lesion_model
     extra = make_cohort(lesion_model.cfg, n_cases=240, seed=lesion_model.cfg.seed + 100)
     cohort = Cohort([*lesion_model.splits["val"], *lesion_model.splits["test"], *extra])
     model = lesion_model.model

@@ -343,7 +343,7 @@ def test_target_rules_per_metric(net64, xs):
 
 
 # ------------------------------------------------------------------ trained lesion model
-def test_lesion_model_ranks_a_label_carrier_first(strong_lesion_model):
+def test_lesion_model_ranks_a_label_carrier_first(lesion_model):
     """Defaults p_t1c=1, p_flair=0.7: T1c and FLAIR carry the label, T1 and T2 do not.
 
     Zero fill removes a contrast out of distribution, so a non-carrier the network uses for
@@ -352,8 +352,8 @@ def test_lesion_model_ranks_a_label_carrier_first(strong_lesion_model):
     cases, 15-epoch models, training seeds 0/1/2 × 1 and 2 torch threads): first rank T1c 4×,
     FLAIR 2×; (φ_T1c + φ_FLAIR) / (φ_T1 + φ_T2) 1.56–2.52; full-input AUC 0.90–0.95.
     """
-    cohort = strong_lesion_model.splits["test"][:80]
-    res = contrast_shapley(strong_lesion_model.model, cohort, None, "auc", absent="zero")
+    cohort = lesion_model.splits["test"][:80]
+    res = contrast_shapley(lesion_model.model, cohort, None, "auc", absent="zero")
     phi = dict(zip(res.contrasts, res.phi))
     rank = dict(zip(res.contrasts, res.ranking()))
     assert min(rank["T1c"], rank["FLAIR"]) == 1, res.summary()
@@ -361,7 +361,7 @@ def test_lesion_model_ranks_a_label_carrier_first(strong_lesion_model):
     assert res.values[-1] > 0.85                     # the model works on the full input
 
 
-def test_marginal_credits_the_only_carrier_and_shrinks_the_non_carriers(strong_lesion_model):
+def test_marginal_credits_the_only_carrier_and_shrinks_the_non_carriers(lesion_model):
     """On test_t1c_only T1c is the only carrier; FLAIR, T1 and T2 are coin flips or blind to it.
 
     Interventional (marginal) φ: T1c is first and clearly positive (> 3 bootstrap SEs over
@@ -371,7 +371,7 @@ def test_marginal_credits_the_only_carrier_and_shrinks_the_non_carriers(strong_l
     cohort: donors come from heads in other poses. Measured (seeds 0/1/2 × 1 and 2 threads):
     φ_FLAIR / φ_T1c 0.07–0.27; non-carrier share marginal 0.39–0.53 vs zero 0.64–0.75.
     """
-    m, cohort = strong_lesion_model.model, strong_lesion_model.splits["test_t1c_only"][:80]
+    m, cohort = lesion_model.model, lesion_model.splits["test_t1c_only"][:80]
     zero = contrast_shapley(m, cohort, None, "prob", absent="zero", per_case=True)
     marg = contrast_shapley(m, cohort, None, "prob", absent="marginal", per_case=True, n_samples=4)
     j = {c: i for i, c in enumerate(marg.contrasts)}
