@@ -12,7 +12,7 @@ __all__ = ["ROI_COLOURS", "case_slice", "cohort_panel"]
 
 #: outline colour of each ROI in :func:`cohort_panel`
 ROI_COLOURS = {"skull": "#4fc3f7", "gtv": "#ffeb3b", "oedema": "#66bb6a",
-               "enhancement": "#ef5350", "marker": "#ff00ff"}
+               "enhancement": "#ef5350", "marker": "#ff00ff", "landmark": "#ff9800"}
 
 
 def case_slice(case: Case, index: int | None = None
@@ -71,11 +71,11 @@ def cohort_panel(cohort: Cohort, case_ids: Sequence[str] | None = None, n: int =
         case = cohort[cid]
         img, masks, z = case_slice(case)
         m = case.meta
-        names = {0: "round", 1: "irregular"}
-        label = names.get(case.label, case.label)
+        label = m.get("label_name", {0: "round", 1: "irregular"}.get(case.label, case.label))
         title = (f"{cid} · label {case.label} ({label})"
-                 + (f" · T1c {m['shape_t1c']} · FLAIR {m['shape_flair']}"
-                    if "shape_t1c" in m else "")
+                 + (f" · lesion {m['lesion_hemisphere']} · landmark {m['landmark_hemisphere']}"
+                    if "landmark_hemisphere" in m else
+                    f" · T1c {m['shape_t1c']} · FLAIR {m['shape_flair']}" if "shape_t1c" in m else "")
                  + (" · MARKER" if m.get("marker", "marker" in case.masks) else " · no marker")
                  + (f" · slice {z}" if z is not None else ""))
         for c, ch in enumerate(chans):

@@ -28,6 +28,7 @@ import difflib
 import inspect
 import pickle
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from probes.core.errors import AuditInputError, InputTypeError, OptionError
 from probes.core.model import (
     AuditAdapter,
     InputLayout,
@@ -73,20 +75,29 @@ _MODEL_CARD = "model_card.json"  # written beside the checkpoint by audit.traini
 Arch = str | nn.Module | Callable[[], nn.Module] | None
 
 
-class UnsafeCheckpointError(ValueError):
+class _CheckpointError(AuditInputError):
+    """A problem with the checkpoint file: ``name`` is the argument (``"path"``), ``got`` the file."""
+
+    def __init__(self, message: str, path: str | Path | None = None, expected: str = "a readable checkpoint"):
+        # the message names the file already; the argument is in ``name`` (no "path:" prefix)
+        ValueError.__init__(self, message)
+        self.name, self.got, self.expected = "path", None if path is None else str(path), expected
+
+
+class UnsafeCheckpointError(_CheckpointError):
     """A checkpoint needs arbitrary unpickling (code execution) and was not trusted."""
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(_CheckpointError):
     """A checkpoint file is damaged or is not what its extension says (empty, truncated, text)."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(_CheckpointError):
     """A state dict does not fit the architecture (missing/unexpected keys, shapes)."""
 
     def __init__(self, message: str, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple, tuple]]):
-        super().__init__(message)
+                 mismatched: list[tuple[str, tuple, tuple]], path: str | Path | None = None):
+        super().__init__(message, path, "a state dict that fits arch")
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
 
@@ -151,8 +162,9 @@ def load_model(
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS or not path.is_file():
-        raise ValueError(f"cannot load {path}: unsupported file type {ext or '(none)'!r}; "
-                         f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}")
+        raise CheckpointReadError(f"cannot load {path}: unsupported file type {ext or '(none)'!r}; "
+                                  f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}", path,
+                                  f"a file ending in {', '.join(SUPPORTED_EXTENSIONS)}")
 
     if ext == ".onnx":
         if arch is not None or num_classes is not None or in_chans is not None or arch_kwargs:
@@ -166,7 +178,7 @@ def load_model(
             loaded: Any = load_file(str(path), device="cpu")
         except Exception as err:  # safetensors raises its own SafetensorError for damaged files
             raise CheckpointReadError(f"cannot read {path} as safetensors (empty, truncated or not a "
-                                      f"safetensors file): {err}") from err
+                                      f"safetensors file): {err}", path) from err
     else:
         loaded = _extract(_read_torch(path, trust_checkpoint), path)
     if isinstance(loaded, nn.Module):  # a trusted pickle of the whole model
@@ -192,6 +204,12 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     An :class:`AuditAdapter` is unwrapped first so keys carry no ``model.`` prefix. Both
     formats load back with :func:`load_model` without ``trust_checkpoint``.
     """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError("model", type(model).__name__, "an nn.Module",
+                             message=f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(path, (str, Path)):
+        raise InputTypeError("path", type(path).__name__, "a file path",
+                             message=f"path must be a file path, got {type(path).__name__}")
     path, ext = Path(path), Path(path).suffix.lower()
     if isinstance(model, AuditAdapter):
         model = model.model
@@ -204,8 +222,9 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     elif ext in TORCH_EXTENSIONS:
         torch.save(state, path)
     else:
-        raise ValueError(f"cannot save to {path}: unsupported extension {ext or '(none)'!r}; "
-                         f"use .safetensors or one of {', '.join(TORCH_EXTENSIONS)}")
+        raise OptionError("path", str(path), f".safetensors or one of {', '.join(TORCH_EXTENSIONS)}",
+                          message=f"cannot save to {path}: unsupported extension {ext or '(none)'!r}; "
+                                  f"use .safetensors or one of {', '.join(TORCH_EXTENSIONS)}")
     return path
 
 
@@ -217,11 +236,21 @@ def _finish(model: nn.Module, interface: ModelInterface) -> nn.Module:
 
 # --------------------------------------------------------------------------- checkpoints
 def _read_torch(path: Path, trust: bool) -> Any:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle starting with PROTO 0x80):
+    # anything else is not a checkpoint, and the unpickler's complaint would wrongly suggest code
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        raise CheckpointReadError(f"cannot read {path}: it is not a PyTorch checkpoint (" + (
+            "the file is empty" if not head else "neither a zip archive nor a pickle") + ")", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
+        if "Unsupported operand" in str(err):  # garbage bytes, not a forbidden class
+            raise CheckpointReadError(f"cannot read {path}: it is not a PyTorch checkpoint (damaged pickle: "
+                                      f"{_unsupported(err)})", path) from err
         if trust:
-            raise ValueError(f"could not unpickle {path}: {err}") from err
+            raise CheckpointReadError(f"could not unpickle {path}: {err}", path) from err
         # torch's message is long and recommends weights_only=False; keep only its reason.
         reason = [ln.strip() for ln in str(err).splitlines()
                   if "GLOBAL" in ln or "Unsupported" in ln]
@@ -229,13 +258,17 @@ def _read_torch(path: Path, trust: bool) -> Any:
             f"refusing to load {path}: it is not a plain tensor checkpoint, and unpickling it "
             f"could execute arbitrary code{' (' + '; '.join(reason) + ')' if reason else ''}. "
             "If you trust its source, pass trust_checkpoint=True (CLI: --trust-checkpoint); "
-            "better, re-save only the state dict, or as .safetensors") from err
+            "better, re-save only the state dict, or as .safetensors", path, "a plain tensor checkpoint") from err
     except (RuntimeError, EOFError) as err:  # truncated or corrupt archive
-        raise CheckpointReadError(f"could not read checkpoint {path}: {err}") from err
+        raise CheckpointReadError(f"could not read checkpoint {path}: {err}", path) from err
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
         # not a torch archive at all (e.g. a text file): the legacy unpickler fails on its bytes
         raise CheckpointReadError(f"cannot read {path}: it is not a PyTorch checkpoint "
-                                  f"({type(err).__name__}: {err})") from err
+                                  f"({type(err).__name__}: {err})", path) from err
+
+
+def _unsupported(err: Exception) -> str:
+    return "; ".join(ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln) or type(err).__name__
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -252,8 +285,8 @@ def _extract(obj: Any, path: Path) -> nn.Module | dict[str, Tensor]:
         if _is_state_dict(inner):
             return dict(inner)
     found = f"a dict with keys {list(obj)[:10]}" if is_map else f"a {type(obj).__name__}"
-    raise ValueError(f"{path}: expected a state dict (str -> tensor), possibly under one of "
-                     f"{list(_WRAPPER_KEYS)}, or an nn.Module; found {found}")
+    raise CheckpointReadError(f"{path}: expected a state dict (str -> tensor), possibly under one of "
+                              f"{list(_WRAPPER_KEYS)}, or an nn.Module; found {found}", path, "a state dict")
 
 
 def _strip_candidates(state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
@@ -295,7 +328,7 @@ def _load_strict(model: nn.Module, candidates: list[dict[str, Tensor]], notes: l
         if (path.parent / _MODEL_CARD).exists():
             lines.append(f"  note: {path.parent / _MODEL_CARD} describes this checkpoint; load the folder with "
                          f"audit.training.load_trained({str(path.parent)!r}) to use its arch and arch_kwargs")
-        raise CheckpointMismatchError("\n".join(lines), missing, unexpected, mismatched)
+        raise CheckpointMismatchError("\n".join(lines), missing, unexpected, mismatched, path)
     model.load_state_dict(state, strict=True)
 
 
@@ -334,7 +367,8 @@ def _unknown(kind: str, name: str, pool: list[str], hint: str = "") -> ValueErro
     close = [p for c in difflib.get_close_matches(name.lower(), list(lower), n=5)
              for p in lower[c]][:6]
     suggestion = f". Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ValueError(f"unknown {kind} architecture {name!r}{hint}{suggestion}")
+    return OptionError("arch", repr(name), f"a known {kind} architecture",
+                       message=f"unknown {kind} architecture {name!r}{hint}{suggestion}")
 
 
 def _first_conv_key(state: dict[str, Tensor]) -> str | None:
@@ -480,7 +514,7 @@ def _load_onnx(path: Path) -> nn.Module:
     try:
         proto = onnx.load(str(path))
     except Exception as err:  # protobuf's DecodeError for a damaged or foreign file
-        raise CheckpointReadError(f"cannot read {path} as an ONNX model: {type(err).__name__}: {err}") from err
+        raise CheckpointReadError(f"cannot read {path} as an ONNX model: {type(err).__name__}: {err}", path) from err
     _inline_identity_initializers(proto)
     _drop_needless_allowzero(proto)
     _register_opset18_reduce()

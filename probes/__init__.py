@@ -15,7 +15,9 @@ internals       extract_features, fit_linear_probes, select_pairs, activation_pa
                 roi_cosine_distances
 interventions   ablate, ablation_study, contrast_shapley, exact_shapley, contrast_ranking,
                 normalized_spearman_footrule, ranking_variance, baseline_disagreement
-core            ModelSnapshot, model_state, ModelInterface, as_audit_model, Result, Summary
+core            ModelSnapshot, model_state, ModelInterface, as_audit_model, Result, Summary;
+                errors: AuditInputError (ShapeError, NonFiniteError, ClassIndexError, LabelError,
+                InputTypeError, OptionError), UndefinedValueWarning
 ==============  ==============================================================================
 
 Names load on first use, so ``from probes import HookRegistry`` stays light.
@@ -38,7 +40,8 @@ _INDEX = {
     "probes.interventions": ["ablate", "ablation_study", "contrast_shapley", "exact_shapley", "contrast_ranking",
                              "normalized_spearman_footrule", "ranking_variance", "baseline_disagreement"],
     "probes.core": ["ModelSnapshot", "model_state", "ModelInterface", "as_audit_model", "UnsupportedModelError",
-                    "Result", "Summary"],
+                    "Result", "Summary", "AuditInputError", "ShapeError", "NonFiniteError", "ClassIndexError",
+                    "LabelError", "InputTypeError", "OptionError", "UndefinedValueWarning"],
 }
 _WHERE = {name: module for module, names in _INDEX.items() for name in names}
 

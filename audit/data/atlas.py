@@ -54,7 +54,9 @@ from scipy import ndimage as ndi
 
 from audit.data.cohort import Case, Cohort
 from audit.data.template import template_anatomy
+from probes.core.errors import AuditInputError, InputTypeError, NonFiniteError, OptionError, ShapeError
 from probes.core.stats import dice
+from probes.core.validate import check_finite, to_numpy
 
 __all__ = [
     "AtlasResult",
@@ -121,12 +123,12 @@ def _template_arrays(template: Any, rois: Sequence[str], template_t1: str | np.n
     get = template.get if isinstance(template, Mapping) else lambda k: getattr(template, k, None)
     t1, affine, brain = get("t1"), get("affine"), get("brain")
     if t1 is None or affine is None or brain is None:
-        raise ValueError(f"template {type(template).__name__} needs t1, brain and affine "
+        raise InputTypeError("template", message=f"template {type(template).__name__} needs t1, brain and affine "
                          "(as returned by audit.data.template.template_anatomy)")
     t1 = np.asarray(t1, np.float32)
     affine = np.asarray(affine, float)
     if t1.ndim != 3 or affine.shape != (4, 4):
-        raise ValueError(f"template t1 must be 3-D (got shape {t1.shape}) with a 4×4 affine "
+        raise ShapeError("template", message=f"template t1 must be 3-D (got shape {t1.shape}) with a 4×4 affine "
                          f"(got {affine.shape})")
     layer = {}
     for name in ("brain", "csf", "skull", "diploe", "scalp", *rois):
@@ -135,11 +137,11 @@ def _template_arrays(template: Any, rois: Sequence[str], template_t1: str | np.n
             continue
         m = np.asarray(m)
         if m.shape != t1.shape:
-            raise ValueError(f"template layer {name!r} has shape {m.shape}, t1 has {t1.shape}")
+            raise ShapeError("template", message=f"template layer {name!r} has shape {m.shape}, t1 has {t1.shape}")
         layer[name] = m
     missing = [r for r in rois if r not in layer]
     if missing:
-        raise ValueError(f"template has no ROI {missing}; it has {sorted(layer)}")
+        raise OptionError("rois", message=f"template has no ROI {missing}; it has {sorted(layer)}")
     masks = {name: (layer[name] > 0.5).astype(np.float32) for name in rois}
     inside = layer["brain"] > 0.5
     head = inside.copy()
@@ -149,7 +151,7 @@ def _template_arrays(template: Any, rois: Sequence[str], template_t1: str | np.n
     head = ndi.binary_fill_holes(head)
     if isinstance(template_t1, str) and template_t1 == "head":
         if "skull" not in layer and "scalp" not in layer:
-            raise ValueError("template_t1='head' needs template skull/scalp layers; pass "
+            raise OptionError("template_t1", message="template_t1='head' needs template skull/scalp layers; pass "
                              "template_t1='brain' for a skull-stripped template")
         img = np.where(inside, t1, 0.0).astype(np.float32)
         shell = head & ~inside  # outside the brain: CSF, then skull (diploë), then scalp
@@ -161,11 +163,12 @@ def _template_arrays(template: Any, rois: Sequence[str], template_t1: str | np.n
     elif isinstance(template_t1, str) and template_t1 == "brain":
         t1 = np.where(inside, t1, 0).astype(np.float32)
     elif isinstance(template_t1, str):
-        raise ValueError(f"template_t1 must be 'head', 'brain' or an array, got {template_t1!r}")
+        raise OptionError("template_t1",
+                          message=f"template_t1 must be 'head', 'brain' or an array, got {template_t1!r}")
     else:
         t1 = np.asarray(template_t1, np.float32)
         if t1.shape != inside.shape:
-            raise ValueError(f"template_t1 array has shape {t1.shape}, template grid is "
+            raise ShapeError("template_t1", message=f"template_t1 array has shape {t1.shape}, template grid is "
                              f"{inside.shape}")
     return t1, affine, masks, head
 
@@ -177,12 +180,12 @@ def _case_affine(case: Case, spacing: float | Sequence[float] | None) -> np.ndar
     if aff is not None:
         aff = np.asarray(aff, float)
         if aff.shape != (4, 4) or not np.isfinite(aff).all():
-            raise ValueError(f"case {case.case_id!r}: meta['affine'] must be a finite 4×4 array,"
+            raise NonFiniteError("case", message=f"case {case.case_id!r}: meta['affine'] must be a finite 4×4 array,"
                              f" got shape {aff.shape}")
         return aff
     sp = np.broadcast_to(np.asarray(1.0 if spacing is None else spacing, float), (3,))
     if (sp <= 0).any():
-        raise ValueError(f"case {case.case_id!r}: spacing must be positive, got {tuple(sp)}")
+        raise OptionError("spacing", message=f"case {case.case_id!r}: spacing must be positive, got {tuple(sp)}")
     d, h, w = sp  # spacing is given per medaudit (D, H, W) axis; NIfTI order is (H, W, D)
     return np.diag([h, w, d, 1.0])
 
@@ -218,9 +221,14 @@ def intensity_mask(img: np.ndarray) -> np.ndarray:
     """Foreground of an image: Otsu threshold, largest 6-connected component, holes filled.
 
     On a T1 with skull this is the head (scalp is bright, the skull inside it is filled); on
-    a skull-stripped image it is the brain. A constant image gives an empty mask.
+    a skull-stripped image it is the brain. A constant image gives an empty mask; NaN/Inf
+    voxels raise :class:`probes.core.errors.NonFiniteError`.
     """
-    img = np.asarray(img, np.float32)
+    img = to_numpy(img, "img")
+    if img.dtype.kind not in "biuf" or img.ndim == 0:
+        raise InputTypeError("img", f"dtype {img.dtype}, shape {img.shape}", "a numeric image array")
+    check_finite(img, "img")
+    img = img.astype(np.float32)
     if not np.ptp(img) > 0:
         return np.zeros(img.shape, bool)
     fg = img > _otsu(img)
@@ -266,20 +274,20 @@ def atlas_rois(case: Case, *, channel: str = "T1", template: Any = None,
     import ants
 
     if not isinstance(case, Case):
-        raise TypeError(f"atlas_rois needs a Case, got {type(case).__name__}")
+        raise InputTypeError("case", message=f"atlas_rois needs a Case, got {type(case).__name__}")
     if case.ndim_spatial != 3:
-        raise ValueError(f"case {case.case_id!r}: atlas registration needs a 3-D case, got "
+        raise ShapeError("case", message=f"case {case.case_id!r}: atlas registration needs a 3-D case, got "
                          f"spatial shape {case.spatial_shape}; register the volumes before "
                          "slicing them (audit.data.slices_from_volumes keeps masks)")
     img = case.channel(channel)  # KeyError with close names
     if min(img.shape) < 8:
-        raise ValueError(f"case {case.case_id!r}: channel {channel!r} has spatial shape "
+        raise ShapeError("case", message=f"case {case.case_id!r}: channel {channel!r} has spatial shape "
                          f"{img.shape}; at least 8 voxels per axis are needed")
     if not np.ptp(img) > 0:
-        raise ValueError(f"case {case.case_id!r}: channel {channel!r} is constant "
+        raise AuditInputError("case", message=f"case {case.case_id!r}: channel {channel!r} is constant "
                          f"(value {float(img.flat[0])}), nothing to register")
     if not 0 <= qc_threshold <= 1:
-        raise ValueError(f"qc_threshold must lie in [0, 1], got {qc_threshold}")
+        raise OptionError("qc_threshold", message=f"qc_threshold must lie in [0, 1], got {qc_threshold}")
     tmpl = default_template(2) if template is None else template
     t1, t_aff, t_masks, t_head = _template_arrays(tmpl, rois, template_t1)
 
@@ -357,7 +365,7 @@ class _ants_env:
 
     def __init__(self, seed: int | None, threads: int | None) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+            raise OptionError("threads", message=f"threads must be a positive int or None, got {threads!r}")
         self.seed, self.threads = seed, threads
 
     def __enter__(self) -> None:
@@ -397,7 +405,7 @@ def add_atlas_rois(cohort: Cohort, *, channel: str = "T1", overwrite: bool = Fal
     filter on the table's ``flagged`` column to drop those masks.
     """
     if not isinstance(cohort, Cohort):
-        raise TypeError(f"add_atlas_rois needs a Cohort, got {type(cohort).__name__}")
+        raise InputTypeError("cohort", message=f"add_atlas_rois needs a Cohort, got {type(cohort).__name__}")
     template = kwargs.pop("template", None)
     if template is None:
         template = default_template(2)
@@ -448,12 +456,12 @@ def qc_figure(case: Case, result: AtlasResult, path: str | Path | None = None,
     import matplotlib.pyplot as plt
 
     if result.case_id != case.case_id:
-        raise ValueError(f"qc_figure: result is for case {result.case_id!r}, not "
+        raise OptionError("result", message=f"qc_figure: result is for case {result.case_id!r}, not "
                          f"{case.case_id!r}")
     img = case.channel(result.channel)
     for name, m in result.masks.items():
         if m.shape != img.shape:
-            raise ValueError(f"case {case.case_id!r}: mask {name!r} has shape {m.shape}, "
+            raise ShapeError("result", message=f"case {case.case_id!r}: mask {name!r} has shape {m.shape}, "
                              f"channel {result.channel!r} has {img.shape}")
     if slices is None:
         ref = result.masks.get("brain")

@@ -28,6 +28,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from probes.core.errors import AuditInputError, InputTypeError, OptionError, ShapeError
+
 __all__ = ["Case", "Cohort", "CohortDataset", "EmptyMaskWarning", "ManifestError", "collate",
            "slices_from_volumes", "close_hint", "BAD_NAME", "COHORT_FORMAT"]
 
@@ -41,8 +43,17 @@ class EmptyMaskWarning(UserWarning):
     """A case carries a ROI mask without any True voxel (often a wrong file or label value)."""
 
 
-class ManifestError(ValueError):
-    """A manifest CSV is malformed: missing column, empty required cell, unparsable value."""
+class ManifestError(AuditInputError):
+    """A manifest CSV is malformed: missing column, empty required cell, unparsable value.
+
+    ``name`` is the argument (``"csv_path"``), ``got`` the column or cell at fault; the message
+    names the file, the line and the column.
+    """
+
+    def __init__(self, message: str, got: Any = None, expected: str = ""):
+        # the message names the file already; the argument is in ``name`` (no prefix)
+        ValueError.__init__(self, message)
+        self.name, self.got, self.expected = "csv_path", got, expected
 
 
 def close_hint(name: str, options: Iterable[str]) -> str:
@@ -400,11 +411,17 @@ class CohortDataset(Dataset):
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``default_collate`` for CohortDataset items, with a clear error for unequal shapes."""
+    if not isinstance(batch, Sequence) or not batch or not all(
+            isinstance(it, Mapping) and isinstance(it.get("image"), torch.Tensor) for it in batch):
+        raise InputTypeError("batch", type(batch).__name__, "a non-empty sequence of CohortDataset items",
+                             message="batch must be a non-empty sequence of CohortDataset items (mappings with an "
+                                     f"'image' tensor), got {type(batch).__name__}")
     shapes = [tuple(it["image"].shape) for it in batch]
     if len(set(shapes)) > 1:
         detail = ", ".join(f"{it['case_id']!r} {s}" for it, s in list(zip(batch, shapes))[:8])
-        raise ValueError(f"cannot batch images of different shapes ({detail}); use "
-                         "batch_size=1 or resample/crop to one shape in the transform")
+        raise ShapeError("batch", detail, "one image shape",
+                         message=f"batch: cannot batch images of different shapes ({detail}); use "
+                                 "batch_size=1 or resample/crop to one shape in the transform")
     return default_collate(list(batch))
 
 
@@ -424,13 +441,18 @@ def slices_from_volumes(cohort3d: Cohort, axis: int = 0, indices: SliceIndices =
     source ``"affine"`` becomes the slice's own (same world coordinates under this module's
     NIfTI convention). Empty sliced masks are normal off the lesion: no EmptyMaskWarning here.
     """
+    if not isinstance(cohort3d, Cohort):
+        raise InputTypeError("cohort3d", type(cohort3d).__name__, "a Cohort",
+                             message=f"cohort3d must be a Cohort, got {type(cohort3d).__name__}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise OptionError("axis", repr(axis), "an int in -3..2")
     if len(cohort3d) and cohort3d.spatial_ndim != 3:
-        raise ValueError(f"slices_from_volumes needs a 3-D cohort, got {cohort3d.spatial_ndim}-D "
+        raise ShapeError("cohort3d", message=f"slices_from_volumes needs a 3-D cohort, got {cohort3d.spatial_ndim}-D "
                          f"(e.g. case {cohort3d[0].case_id!r}, shape {cohort3d[0].image.shape})")
     if not -3 <= axis <= 2:
-        raise ValueError(f"axis must be a spatial axis in -3..2 of (D, H, W), got {axis}")
+        raise OptionError("axis", message=f"axis must be a spatial axis in -3..2 of (D, H, W), got {axis}")
     if min_mask_voxels is not None and mask is None:
-        raise ValueError("min_mask_voxels needs mask=<name> to say which mask to count")
+        raise OptionError("mask", message="min_mask_voxels needs mask=<name> to say which mask to count")
     axis %= 3
     rest = tuple(a for a in range(3) if a != axis)
     out = Cohort(meta={**cohort3d.meta, "slice_axis": axis})
@@ -439,7 +461,7 @@ def slices_from_volumes(cohort3d: Cohort, axis: int = 0, indices: SliceIndices =
         if indices is None or (isinstance(indices, str) and indices == "all"):
             wanted: Iterable[Any] = range(n)
         elif isinstance(indices, str):
-            raise ValueError(f"indices must be None, 'all', ints or a callable, got {indices!r}")
+            raise OptionError("indices", message=f"indices must be None, 'all', ints or a callable, got {indices!r}")
         else:
             wanted = indices(case) if callable(indices) else indices
         chosen = []

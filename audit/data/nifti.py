@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from audit.data.cohort import BAD_NAME, COHORT_FORMAT, Case, Cohort, ManifestError, close_hint
+from probes.core.errors import InputTypeError, OptionError
 
 __all__ = ["write_nifti", "read_manifest"]
 
@@ -67,13 +68,16 @@ def write_nifti(cohort: Cohort, folder: str | Path, *, overwrite: bool = False) 
     """
     import nibabel as nib
 
+    if not isinstance(cohort, Cohort):
+        raise InputTypeError("cohort", type(cohort).__name__, "a Cohort",
+                             message=f"cohort must be a Cohort, got {type(cohort).__name__}")
     folder, n_ch = Path(folder), len(cohort.channels)
     manifest = folder / "manifest.csv"
     if manifest.exists() and not overwrite:
         raise FileExistsError(f"{manifest} exists; pass overwrite=True to replace it")
     if not len(cohort):
-        raise ValueError("cannot write an empty cohort: its channels and dimensionality are "
-                         "unknown")
+        raise OptionError("cohort", "an empty cohort", "at least one case",
+                          message="cannot write an empty cohort: its channels and dimensionality are unknown")
     mask_names = list(dict.fromkeys(m for c in cohort for m in c.masks))
     reserved = {"case_id", "patient_id", "label"}
     kinds: dict[str, set[str]] = {}
@@ -185,14 +189,18 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
     if not csv_path.is_file():
         raise FileNotFoundError(f"manifest not found: {csv_path}")
     if np.dtype(dtype) not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
-    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
+        raise OptionError("dtype", message=f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise ManifestError(f"{csv_path}: cannot read the manifest as a CSV table: {type(err).__name__}: {err}",
+                            str(csv_path), "a CSV table") from err
     cols = list(df.columns)
 
     def need(col: str, what: str) -> None:
         if col not in cols:
             raise ManifestError(f"{csv_path}: no column {col!r} ({what}); available columns: "
-                                f"{cols}{close_hint(col, cols)}")
+                                f"{cols}{close_hint(col, cols)}", col, f"a column {col!r}")
 
     need(case_id_col, "case ids")
     if patient_id_col is not None:
@@ -251,11 +259,11 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
     for i, row in df.iterrows():
         line, cid = int(i) + 2, row[case_id_col]  # line 1 is the header
         if cid == "":
-            raise ManifestError(f"{csv_path}: line {line}: empty {case_id_col!r} cell")
+            raise ManifestError(f"{csv_path}: line {line}: empty {case_id_col!r} cell", case_id_col, "a case id")
         loaded = {}
         for n, col in enumerate(file_cols):
             if row[col] == "" and n < len(channels):
-                raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): empty {col!r} cell")
+                raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): empty {col!r} cell", col, "a file path")
             if row[col] != "":
                 loaded[n] = load(row[col], col, line, cid, n < len(channels))
         p0, d0, a0 = loaded[0]
@@ -280,7 +288,7 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
                 meta.update({c: _PARSE[kinds[c]](row[c])} if row[c] != "" else {})
             except (ValueError, KeyError):
                 raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): column {c!r} "
-                                    f"value {row[c]!r} is not a {kinds[c]}") from None
+                                    f"value {row[c]!r} is not a {kinds[c]}", c, f"a {kinds[c]}") from None
         if not np.array_equal(a0, np.eye(4)):
             meta["affine"] = np.asarray(a0, dtype=float)
         label = "" if label_col is None else row[label_col]
@@ -289,7 +297,7 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
                 int(label) if label.lstrip("+-").isdigit() else float(label)  # Case checks 1.0
         except ValueError:
             raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): label {label!r} is not "
-                                "an integer") from None
+                                "an integer", label_col, "an integer") from None
         pid = row[patient_id_col] if patient_id_col is not None and row[patient_id_col] else cid
         masks = {m: arrays[len(channels) + j] for j, m in enumerate(mask_names)
                  if len(channels) + j in arrays}

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from audit.readers.reads import ReadColumns, ReadsError, check_columns, validate_reads
+from audit.readers.reads import ReadColumns, ReadsError, check_columns, check_frame, validate_reads
 from audit.readers.result import Layout, ReaderResult
+from probes.core.errors import OptionError, ShapeError, warn_undefined
 from probes.core.result import Summary, render_summary
 from probes.core.stats import bootstrap_indices
 from probes.core.validate import check_alpha, check_choice, check_int
@@ -125,10 +126,11 @@ def patient_weights(indices: np.ndarray, n_patients: int, name: str = "indices")
     """
     idx = np.asarray(indices)
     if idx.ndim != 2 or idx.shape[1] != n_patients or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"{name} must be an integer array (n_boot, {n_patients}) of case indices, got "
+        raise ShapeError(name, message=f"{name} must be an integer array (n_boot, {n_patients}) of case indices, got "
                          f"shape {idx.shape} dtype {idx.dtype}")
     if idx.size and (idx.min() < 0 or idx.max() >= n_patients):
-        raise ValueError(f"{name} must lie in [0, {n_patients - 1}], got range [{idx.min()}, {idx.max()}]")
+        raise ShapeError(name,
+            message=f"{name} must lie in [0, {n_patients - 1}], got range [{idx.min()}, {idx.max()}]")
     b = idx.shape[0]
     flat = (np.arange(b)[:, None] * n_patients + idx).ravel()
     return np.bincount(flat, minlength=b * n_patients).reshape(b, n_patients).astype(float)
@@ -166,7 +168,7 @@ def weighted_statistics(data: PatientData, weights: np.ndarray, statistics: Sequ
         elif s == "auc":
             out[s] = _mean_auc(data, w)
         else:
-            raise ValueError(f"unknown statistic {s!r}; choose from {list(STATISTICS)}")
+            raise OptionError("statistic", message=f"unknown statistic {s!r}; choose from {list(STATISTICS)}")
     return out
 
 
@@ -213,6 +215,26 @@ def _evaluate(data: PatientData, w: np.ndarray, statistics: Sequence[str], diffe
     return np.concatenate(parts, axis=0)
 
 
+def _unpaired_differences(reads: pd.DataFrame, data: PatientData, labels: pd.DataFrame) -> dict[int, str]:
+    """Rows of ``labels`` that difference two phases read by different reader sets → the reason.
+
+    With readers fixed, a phase difference is an effect of the phase only when the same readers
+    read both phases; otherwise it mixes in who read (an unpaired design, ``paired=False``).
+    """
+    sets = {str(p): frozenset(reads.loc[reads["phase"] == p, "reader"]) for p in data.phases}
+    out = {}
+    for k, lab in labels.iterrows():
+        if lab["kind"] != "difference":
+            continue
+        a = lab["baseline"]
+        b = lab["phase"][:-len(f" − {a}")]
+        only = sorted(map(str, sets[a] ^ sets[b]))
+        if only:
+            out[int(k)] = (f"phases read by different reader sets ({b!r} vs {a!r}: reader(s) {only[:5]} read only "
+                           "one of them)")
+    return out
+
+
 def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
     """Percentile CI: the α/2 and 1 − α/2 quantiles (``numpy.percentile``, linear) of the finite replicates."""
     r = np.asarray(replicates, dtype=float)
@@ -255,9 +277,10 @@ class BootstrapResult(ReaderResult):
     """Patient-bootstrap estimates, SEs and CIs per statistic × phase and phase difference.
 
     ``table`` (native): statistic, phase (a phase, or "b − a" for a difference), kind ("phase" /
-    "difference"), baseline, estimate, se, ci_low, ci_high, n_valid, n_excluded (one-class
-    resamples), interval, note. ``to_frame()``: statistic, phase, kind, baseline, metric
-    (estimate, se, ci_low, ci_high, n_valid, n_excluded), value. ``replicates`` (n_boot, K) in
+    "difference"), baseline, reason (why the row's NaN values are undefined, "" when none is),
+    estimate, se, ci_low, ci_high, n_valid, n_excluded (one-class resamples), interval, note.
+    ``to_frame()``: statistic, phase, kind, baseline, reason, metric (estimate, se, ci_low,
+    ci_high, n_valid, n_excluded), value. ``replicates`` (n_boot, K) in
     the row order of ``table``; ``indices`` (n_boot, P) the patient draws (columns = ``patients``).
     ``note``: readers are fixed.
     """
@@ -289,6 +312,8 @@ class BootstrapResult(ReaderResult):
             notes.append(f"n_excluded: one-class resamples excluded (up to {n_ex} of {self.n_boot}); "
                          "the CI uses the n_valid others")
         cols = ["statistic", "phase", "estimate", "se", "ci_low", "ci_high", "n_excluded"]
+        if (self.table["reason"] != "").any():
+            cols.append("reason")
         return render_summary(self.title, self.table[cols], notes)
 
 
@@ -304,8 +329,11 @@ def cluster_bootstrap(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(),
     resamples drawn by :func:`probes.core.stats.bootstrap_indices` with ``seed``; ``interval``
     "percentile" or "bca" at level 1 − ``alpha``; ``auc`` "reader_mean" (mean of per-reader
     AUCs, the MRMC convention) or "pooled". See the module docstring for the formulas. Readers
-    are treated as fixed (``BootstrapResult.note``).
+    are treated as fixed (``BootstrapResult.note``). A value the reads cannot define is NaN with
+    its reason in ``table["reason"]`` and one :class:`probes.core.errors.UndefinedValueWarning`:
+    notably every difference of two phases read by different reader sets (``paired=False``).
     """
+    check_frame(reads)
     check_columns(columns)
     check_choice(interval, "interval", INTERVALS)
     check_choice(auc, "auc", ("reader_mean", "pooled"))
@@ -321,7 +349,7 @@ def cluster_bootstrap(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(),
         stats_ = [statistic] if isinstance(statistic, str) else list(statistic)
         bad = [s for s in stats_ if s not in STATISTICS]
         if bad or not stats_:
-            raise ValueError(f"statistic must be among {list(STATISTICS)}, got {bad or stats_}")
+            raise OptionError("statistic", message=f"statistic must be among {list(STATISTICS)}, got {bad or stats_}")
         stats_ = list(dict.fromkeys(stats_))
     need = ("reader", "case", "truth", "phase") + tuple(sorted({_NEEDS[s] for s in stats_}))
     r = validate_reads(reads, columns, need=need, paired=paired)
@@ -340,6 +368,8 @@ def cluster_bootstrap(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(),
     reps = _evaluate(data, patient_weights(idx, p), stats_, differences)
     jack = _evaluate(data, 1.0 - np.eye(p), stats_, differences) if interval == "bca" else None
 
+    unpaired = _unpaired_differences(r, data, labels)
+    reps[:, list(unpaired)] = np.nan  # a difference between other readers' reads is not an effect
     rows = []
     for k in range(reps.shape[1]):
         col = reps[:, k]
@@ -349,19 +379,27 @@ def cluster_bootstrap(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(),
             lo, hi = percentile_interval(col, alpha)
         else:
             lo, hi, _, _ = bca_interval(col, estimate[k], jack[:, k], alpha)
-        rows.append({"estimate": float(estimate[k]), "se": se, "ci_low": lo, "ci_high": hi,
-                     "n_valid": int(ok.sum()), "n_excluded": int((~ok).sum())})
+        row = {"reason": "", "estimate": float(estimate[k]), "se": se, "ci_low": lo, "ci_high": hi,
+               "n_valid": int(ok.sum()), "n_excluded": int((~ok).sum())}
+        if k in unpaired:
+            row.update(reason=unpaired[k], estimate=np.nan, n_excluded=0)
+        elif not np.isfinite(row["estimate"]):
+            row["reason"] = ("undefined on these reads: a phase, or a reader in it, without both truth classes"
+                             if labels.loc[k, "kind"] == "phase" else "undefined in one of the two phases")
+        elif np.isnan(se):
+            row["reason"] = "fewer than 2 resamples define the statistic"
+        elif np.isnan(lo) or np.isnan(hi):
+            row["reason"] = ("BCa interval undefined (estimate outside every replicate or an undefined "
+                             "jackknife value); use interval='percentile'")
+        rows.append(row)
     table = pd.concat([labels, pd.DataFrame(rows)], axis=1)
     table["interval"] = interval
     table["note"] = NOTE
-    excl = table[table["n_excluded"] > 0]
+    excl = table[(table["n_excluded"] > 0) & (table["reason"] == "")]
     if len(excl):
         worst = excl.loc[excl["n_excluded"].idxmax()]
         warnings.warn(f"{int(worst['n_excluded'])} of {n_boot} resamples had a single truth class for "
                       f"{worst['statistic']} ({worst['phase']}) and were excluded; n_valid is reported per row",
                       OneClassResampleWarning, stacklevel=2)
-    if interval == "bca" and table["ci_low"].isna().any():
-        bad = table.loc[table["ci_low"].isna(), ["statistic", "phase"]].head(3).to_dict("records")
-        warnings.warn(f"BCa interval undefined for {bad} (estimate outside every replicate or an undefined "
-                      "jackknife value); use interval='percentile'", RuntimeWarning, stacklevel=2)
+    warn_undefined("cluster_bootstrap", table["reason"])
     return BootstrapResult(table, reps, idx, data.patients, int(n_boot), interval, float(alpha), seed, auc, NOTE)

@@ -22,6 +22,7 @@ import pandas as pd
 from audit.readers.bootstrap import patient_weights
 from audit.readers.reads import ReadColumns, case_groups, check_scores, check_truth
 from audit.readers.result import ReaderTable
+from probes.core.errors import InputTypeError, NonFiniteError, OptionError, ShapeError
 from probes.core.stats import bootstrap_indices
 from probes.core.validate import check_alpha, check_choice
 
@@ -42,6 +43,8 @@ class DecisionCurve(ReaderTable):
 
     title: str = "Decision curves"  # type: ignore[misc]
     notes: tuple[str, ...] = NOTES
+    undefined: tuple[tuple[str, str], ...] = (
+        ("net_intervention_avoided", "undefined at threshold 0 (divides by p_t/(1 − p_t) = 0)"),)
 
     def _summary_tables(self) -> pd.DataFrame:
         t = self.table
@@ -58,9 +61,10 @@ class DecisionCurve(ReaderTable):
 def _thresholds(thresholds: Any) -> np.ndarray:
     th = np.atleast_1d(np.asarray(thresholds, dtype=float))
     if th.ndim != 1 or th.size == 0:
-        raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {th.shape}")
+        raise ShapeError("thresholds", message=f"thresholds must be a non-empty 1-D sequence, got shape {th.shape}")
     if not np.isfinite(th).all() or ((th < 0) | (th >= 1)).any():
-        raise ValueError(f"thresholds must lie in [0, 1) (net benefit divides by 1 − p_t), got range "
+        raise OptionError("thresholds",
+            message=f"thresholds must lie in [0, 1) (net benefit divides by 1 − p_t), got range "
                          f"[{np.nanmin(th):g}, {np.nanmax(th):g}]")
     return th
 
@@ -105,22 +109,23 @@ def decision_curve(labels: Any, probs: Any, thresholds: Any = THRESHOLDS, *,
     if not isinstance(probs, Mapping):
         probs = {"model": probs}
     if len(probs) == 0:
-        raise ValueError("probs is empty")
+        raise InputTypeError("probs", message="probs is empty")
     reserved = {"all", "none"} & set(map(str, probs))
     if reserved and strategies:
-        raise ValueError(f"model names {sorted(reserved)} are reserved for the treat-all/none strategies")
+        raise OptionError("probs",
+            message=f"model names {sorted(reserved)} are reserved for the treat-all/none strategies")
     ps = {str(k): check_scores(v, t.size, f"probs[{k!r}]") for k, v in probs.items()}
     if isinstance(harm, Mapping):
         unknown = sorted(set(map(str, harm)) - set(ps))
         if unknown:
-            raise ValueError(f"harm names unknown model(s) {unknown}; models are {list(ps)}")
+            raise OptionError("harm", message=f"harm names unknown model(s) {unknown}; models are {list(ps)}")
         harms = {k: float(harm.get(k, 0.0)) for k in ps}
     else:
         harms = dict.fromkeys(ps, float(harm))
     if not np.isfinite(list(harms.values())).all():
-        raise ValueError(f"harm must be finite, got {harms}")
+        raise NonFiniteError("harm", message=f"harm must be finite, got {harms}")
     if resample is not None and n_boot:
-        raise ValueError("give either n_boot or resample, not both")
+        raise OptionError("resample", message="give either n_boot or resample, not both")
     if n_boot:
         resample = bootstrap_indices(t.size, n_boot, seed)
     w = None if resample is None else patient_weights(resample, t.size, "resample")
@@ -137,7 +142,7 @@ def _curve(t: np.ndarray, ps: dict[str, np.ndarray], harms: dict[str, float], th
     if w is not None:
         w = w[w.sum(axis=1) > 0]
         if w.shape[0] < 2:
-            raise ValueError(f"the bootstrap needs ≥ 2 non-empty replicates, got {w.shape[0]}")
+            raise OptionError("resample", message=f"the bootstrap needs ≥ 2 non-empty replicates, got {w.shape[0]}")
     odds = th / (1 - th)
     one = np.ones((1, t.size))
     _, _, tpa, fpa = _consequences(t, np.ones(t.size), th, one)
@@ -177,7 +182,7 @@ def reads_decision_curve(reads: pd.DataFrame, columns: ReadColumns = ReadColumns
     check_choice(prob, "prob", ("ai_prob", "decision", "score"))
     th = _thresholds(thresholds)
     if not np.isfinite(harm):
-        raise ValueError(f"harm must be finite, got {harm!r}")
+        raise NonFiniteError("harm", message=f"harm must be finite, got {harm!r}")
     by, groups = case_groups(reads, columns, prob, by)
     cases = pd.Index(pd.unique(pd.concat([g for _, g in groups]).sort_index()["case"]))  # reads order
     wall = patient_weights(bootstrap_indices(len(cases), n_boot, seed), len(cases)) if n_boot else None

@@ -34,6 +34,7 @@ from scipy import stats
 
 from audit.readers.reads import ReadColumns, ReadsError, validate_reads
 from audit.readers.result import Layout, ReaderResult
+from probes.core.errors import LabelError, NonFiniteError, ShapeError
 from probes.core.result import Result, Summary, long_frame, render_summary
 from probes.core.validate import check_alpha, check_choice, check_int
 
@@ -138,15 +139,16 @@ def fit_gee(endog: ArrayLike, exog: ArrayLike | pd.DataFrame, groups: ArrayLike,
     y = np.asarray(endog, dtype=float)
     g = np.asarray(groups)
     if x.ndim != 2 or y.ndim != 1 or g.ndim != 1 or not (len(y) == len(x) == len(g)):
-        raise ValueError(f"endog (n,), exog (n, k) and groups (n,) must agree: got shapes {y.shape}, "
+        raise ShapeError("endog", message=f"endog (n,), exog (n, k) and groups (n,) must agree: got shapes {y.shape}, "
                          f"{np.shape(exog)}, {g.shape}")
     if not (np.isfinite(y).all() and np.isfinite(x.to_numpy(dtype=float)).all()):
-        raise ValueError("endog and exog must be finite (no NaN/inf)")
+        raise NonFiniteError("endog", message="endog and exog must be finite (no NaN/inf)")
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"binomial endog must be 0/1, found values {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}")
+        raise LabelError("endog",
+            message=f"binomial endog must be 0/1, found values {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}")
     rank = np.linalg.matrix_rank(x.to_numpy(dtype=float))
     if rank < x.shape[1]:
-        raise ValueError(f"exog has rank {rank} < {x.shape[1]} columns {list(x.columns)}: a term is "
+        raise ShapeError("exog", message=f"exog has rank {rank} < {x.shape[1]} columns {list(x.columns)}: a term is "
                          "constant or collinear with others")
     cs = sm.cov_struct.Exchangeable() if correlation == "exchangeable" else sm.cov_struct.Independence()
     with warnings.catch_warnings(record=True) as caught:

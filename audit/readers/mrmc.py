@@ -73,9 +73,11 @@ def prepare_mrmc(reads: pd.DataFrame, columns: ReadColumns = ReadColumns()) -> M
     cases = tuple(pd.unique(d["case"]))
     if len(tests) < 2:
         raise ReadsError(f"MRMC analysis compares tests: column {columns.phase!r} (phase) has only "
-                         f"{len(tests)} level(s) {list(tests)}; at least 2 are needed")
+                         f"{len(tests)} level(s) {list(tests)}; at least 2 are needed", columns.phase, list(tests),
+                         "at least 2 phases")
     if len(readers) < 2:
-        raise ReadsError(f"MRMC analysis needs at least 2 readers in column {columns.reader!r}, got {list(readers)}")
+        raise ReadsError(f"MRMC analysis needs at least 2 readers in column {columns.reader!r}, got {list(readers)}",
+                         columns.reader, list(readers), "at least 2 readers")
     per_reader = d.groupby("reader", sort=False)["case"].nunique()
     short = per_reader[per_reader < len(cases)]
     if len(short):

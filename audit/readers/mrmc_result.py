@@ -111,9 +111,10 @@ class MRMCResult(ReaderResult):
         "single_reader": Layout(("reader", "test_a", "test_b"), named=("stat", "value")),
         "aucs": Layout(("test", "reader")),
         "test_means": Layout(("test",)),
-        "anova": Layout(("source",)),
+        "anova": Layout(("source",), undefined={"ms": "no mean square for the total (or a term with 0 df)"}),
         "anova_by": Layout(("by", "level", "source")),
-        "components": Layout(("model", "component")),
+        "components": Layout(("model", "component"), undefined={
+            "correlation": "a correlation is given for the OR covariances cov1–cov3 only"}),
     }
 
     def summary(self) -> Summary:

@@ -32,6 +32,7 @@ from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
 from audit.readers.reads import ReadColumns, ReadsError, validate_reads
 from audit.readers.result import ReaderTable
+from probes.core.errors import OptionError, warn_undefined
 
 __all__ = ["outcome_counts", "outcome_transitions", "decision_changes", "mcnemar_correctness",
            "cochran_q_correctness"]
@@ -55,12 +56,14 @@ def outcome_counts(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     """TP, TN, FP, FN and rates per group (default phase × reader; ``by=("phase",)`` pools readers).
 
     sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), accuracy = (TP+TN)/n,
-    ppv = TP/(TP+FP), npv = TN/(TN+FN) (NaN when the denominator is 0).
+    ppv = TP/(TP+FP), npv = TN/(TN+FN): NaN when the denominator is 0 (a group with one truth
+    class or one kind of call), with the reason in the ``reason`` column and one
+    :class:`probes.core.errors.UndefinedValueWarning`.
     """
     by = list(by)
     bad = [b for b in by if b not in ("phase", "reader")]
     if bad or not by:
-        raise ValueError(f"by must be a non-empty subset of ('phase', 'reader'), got {by}")
+        raise OptionError("by", message=f"by must be a non-empty subset of ('phase', 'reader'), got {by}")
     r = validate_reads(reads, columns, need=_NEED, paired=False)
     r["outcome"] = _outcome(r["truth"].to_numpy(), r["decision"].to_numpy())
     c = (r.groupby([*by, "outcome"], observed=True).size().unstack("outcome", fill_value=0)
@@ -73,9 +76,18 @@ def outcome_counts(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *,
     c["accuracy"] = _ratio(c["tp"] + c["tn"], c["n"])
     c["ppv"] = _ratio(c["tp"], c["tp"] + c["fp"])
     c["npv"] = _ratio(c["tn"], c["tn"] + c["fn"])
+    c.insert(len(by), "reason", _reasons(c, {"sensitivity": "no diseased reads", "specificity": "no non-diseased reads",
+                                             "ppv": "no positive calls", "npv": "no negative calls"}))
+    warn_undefined("outcome_counts", c["reason"])
     return ReaderTable(c, tuple(by), "Outcomes per " + " and ".join(by),
                        ("sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), accuracy = (TP+TN)/n, "
                         "ppv = TP/(TP+FP), npv = TN/(TN+FN)",))
+
+
+def _reasons(table: pd.DataFrame, why: dict[str, str]) -> pd.Series:
+    """Per row, why its NaN rates are undefined ("" when none is): "metric: reason; ..."."""
+    parts = pd.DataFrame({m: np.where(table[m].isna(), f"{m}: {w}", "") for m, w in why.items()}, index=table.index)
+    return parts.apply(lambda row: "; ".join(v for v in row if v), axis=1).astype(str)
 
 
 def _wide(r: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -88,9 +100,9 @@ def _pairs(phases: list, phase_from, phase_to) -> list[tuple]:
         return list(zip(phases[:-1], phases[1:]))
     for name, v in (("phase_from", phase_from), ("phase_to", phase_to)):
         if v not in phases:
-            raise ValueError(f"{name}={v!r} is not a phase; phases are {phases}")
+            raise OptionError(name, message=f"{name}={v!r} is not a phase; phases are {phases}")
     if phase_from == phase_to:
-        raise ValueError(f"phase_from and phase_to are both {phase_from!r}")
+        raise OptionError("phase_to", message=f"phase_from and phase_to are both {phase_from!r}")
     return [(phase_from, phase_to)]
 
 
@@ -139,10 +151,12 @@ def decision_changes(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), 
     phase is an error. The AI is *right* when its suggestion equals the truth. Rows per reader
     (dropped when ``pooled``) × phase pair × ai_correct (True/False), columns: n (reads),
     n_changed, n_0to1, n_1to0, n_toward_ai (changed to agree with the AI), n_away_from_ai
-    (changed to disagree), n_to_correct, n_to_wrong, and frac_toward_ai = n_toward_ai / n_changed.
+    (changed to disagree), n_to_correct, n_to_wrong, and frac_toward_ai = n_toward_ai / n_changed
+    (NaN where no decision changed: the ``reason`` column says so, and one
+    :class:`probes.core.errors.UndefinedValueWarning` is raised).
     """
     if not 0 < ai_threshold < 1:
-        raise ValueError(f"ai_threshold must lie in (0, 1), got {ai_threshold!r}")
+        raise OptionError("ai_threshold", message=f"ai_threshold must lie in (0, 1), got {ai_threshold!r}")
     r = validate_reads(reads, columns, need=_NEED, paired=True)
     if "ai_prob" not in r:
         raise ReadsError(f"reads lacks the column {columns.ai_prob!r} (ai_prob) needed to judge changes "
@@ -177,6 +191,8 @@ def decision_changes(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), 
         parts.append(g)
     out = pd.concat(parts, ignore_index=True)
     out["frac_toward_ai"] = _ratio(out["n_toward_ai"], out["n_changed"])
+    out.insert(out.columns.get_loc("n"), "reason", _reasons(out, {"frac_toward_ai": "no decision changed"}))
+    warn_undefined("decision_changes", out["reason"])
     return ReaderTable(out, ("reader", "phase_from", "phase_to", "ai_correct"),
                        "Decision changes toward or away from the AI",
                        (f"the AI suggests positive when ai_prob >= {ai_threshold:g}; ai_correct: its suggestion "
@@ -244,9 +260,9 @@ def cochran_q_correctness(reads: pd.DataFrame, columns: ReadColumns = ReadColumn
     ph = allph if phases is None else list(phases)
     unknown = [p for p in ph if p not in allph]
     if unknown:
-        raise ValueError(f"phases {unknown} not in the reads; phases are {allph}")
+        raise OptionError("phases", message=f"phases {unknown} not in the reads; phases are {allph}")
     if len(ph) < 3:
-        raise ValueError(f"Cochran's Q is for ≥ 3 phases (use mcnemar_correctness for 2), got {ph}")
+        raise OptionError("phases", message=f"Cochran's Q is for ≥ 3 phases (use mcnemar_correctness for 2), got {ph}")
 
     def row(x: np.ndarray) -> dict:
         rs = x.sum(axis=1)

@@ -11,12 +11,17 @@ How a native table becomes long is its :class:`Layout`: the identifier columns (
 in the table are used), columns left out (settings repeated on every row), and optionally a
 *named statistic* — a label column holding the statistic's name (``"F"``, ``"t"``, ``"z"``) next
 to the column holding its value; in the long table that value's metric is the name.
+
+Every long table has a ``reason`` column before ``metric``: why that value is NaN (``""`` where
+it is defined). It comes from the native table's own ``reason`` column (one reason per row, for
+values the data cannot define) or, for a value that is NaN by design, from the layout's
+``undefined`` (column → reason).
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -30,28 +35,38 @@ __all__ = ["Layout", "melt", "ReaderResult", "ReaderTable", "combine_summaries"]
 @dataclass(frozen=True)
 class Layout:
     """How one native table becomes long: ``ids`` (identifier columns, those present are used),
-    ``named`` = (label column, value column) of a named statistic, ``drop`` (columns left out)."""
+    ``named`` = (label column, value column) of a named statistic, ``drop`` (columns left out),
+    ``undefined`` = column → why its NaN values are NaN by design."""
 
     ids: tuple[str, ...]
     named: tuple[str, str] | None = None
     drop: tuple[str, ...] = ()
+    undefined: Mapping[str, str] = field(default_factory=dict)
 
 
 def melt(table: pd.DataFrame, layout: Layout) -> pd.DataFrame:
-    """The tidy long copy of a native table: identifier columns, ``metric``, ``value``.
+    """The tidy long copy of a native table: identifier columns, ``reason``, ``metric``, ``value``.
 
-    Every column that is not an identifier, dropped, or the label of a named statistic is a
-    measurement (numbers or booleans); rows keep their order, and within a row the
-    measurements keep the column order (:func:`probes.core.result.long_frame`).
+    Every column that is not an identifier, dropped, the row's ``reason`` or the label of a
+    named statistic is a measurement (numbers or booleans); rows keep their order, and within a
+    row the measurements keep the column order (:func:`probes.core.result.long_frame`). A NaN
+    value's reason is its row's ``reason`` if the table has one, else ``layout.undefined`` of its
+    column; a defined value's reason is ``""``.
     """
     ids = [c for c in layout.ids if c in table.columns]
     label = layout.named[0] if layout.named else None
-    skip = set(ids) | set(layout.drop) | {label}
+    skip = set(ids) | set(layout.drop) | {label, "reason"}
     values = [c for c in table.columns if c not in skip]
     out = long_frame(table, ids, values)
+    column = out["metric"].to_numpy()
+    row = (np.repeat(table["reason"].fillna("").astype(str).to_numpy(), len(values)) if "reason" in table.columns
+           else np.full(len(out), "", dtype=object))
+    design = np.array([layout.undefined.get(c, "") for c in column], dtype=object)
+    nan = out["value"].isna().to_numpy()
+    out.insert(len(ids), "reason", np.where(nan, np.where(row != "", row, design), ""))
     if layout.named:
         names = np.repeat(table[label].astype(str).to_numpy(), len(values))
-        hit = out["metric"].to_numpy() == layout.named[1]
+        hit = column == layout.named[1]
         out.loc[hit, "metric"] = names[hit]
     return out
 
@@ -89,16 +104,18 @@ class ReaderResult(Result):
 class ReaderTable(ReaderResult):
     """A reader-study result that is one native table (``table``), named ``"result"``.
 
-    ``ids`` are its identifier columns (those present are used); the summary shows ``table``.
+    ``ids`` are its identifier columns (those present are used); the summary shows ``table``;
+    ``undefined``: (column, why its NaN values are NaN by design) pairs.
     """
 
     table: pd.DataFrame
     ids: tuple[str, ...]
     title: str = "reader-study table"  # type: ignore[misc]  (an instance field shadowing the ClassVar)
     notes: tuple[str, ...] = ()
+    undefined: tuple[tuple[str, str], ...] = ()
 
     def _layouts(self) -> Mapping[str, Layout]:
-        return {"table": Layout(self.ids)}
+        return {"table": Layout(self.ids, undefined=dict(self.undefined))}
 
     def native_tables(self) -> dict[str, pd.DataFrame]:
         """``{"result": table}`` (a copy)."""

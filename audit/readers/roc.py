@@ -21,6 +21,7 @@ from sklearn.metrics import roc_curve
 
 from audit.readers.reads import ReadColumns, check_both_classes, check_scores, check_truth, validate_reads
 from audit.readers.result import Layout, ReaderResult
+from probes.core.errors import OptionError, ShapeError, warn_undefined
 from probes.core.validate import check_alpha, check_choice
 from probes.metrics.roc import delong
 
@@ -69,15 +70,15 @@ def vertical_average(curves: Sequence[pd.DataFrame], grid: np.ndarray | None = N
     Returns columns fpr, tpr, side, n_curves. Trapezoidal area = mean of the curves' AUCs.
     """
     if len(curves) == 0:
-        raise ValueError("vertical_average needs at least one curve")
+        raise ShapeError("curves", message="vertical_average needs at least one curve")
     for k, c in enumerate(curves):
         if not {"fpr", "tpr"} <= set(c.columns):
-            raise ValueError(f"curve {k} lacks fpr/tpr columns (has {list(c.columns)})")
+            raise ShapeError("curves", message=f"curve {k} lacks fpr/tpr columns (has {list(c.columns)})")
     if grid is None:
         grid = np.unique(np.concatenate([np.asarray(c["fpr"], float) for c in curves]))
     grid = np.asarray(grid, float)
-    if grid.ndim != 1 or ((grid < 0) | (grid > 1)).any():
-        raise ValueError(f"grid must be 1-D FPRs in [0, 1], got shape {grid.shape}")
+    if grid.ndim != 1 or not np.isfinite(grid).all() or ((grid < 0) | (grid > 1)).any():
+        raise OptionError("grid", message=f"grid must be 1-D FPRs in [0, 1], got shape {grid.shape}")
     grid = np.unique(grid)
     left = np.mean([_tpr_at(np.asarray(c["fpr"], float), np.asarray(c["tpr"], float), grid, "left")
                     for c in curves], axis=0)
@@ -97,7 +98,7 @@ def vertical_average(curves: Sequence[pd.DataFrame], grid: np.ndarray | None = N
 class ReaderROC(ReaderResult):
     """ROC curves of a reader study.
 
-    Native tables: ``auc``: phase, reader, curve, n_pos, n_neg, auc, se, ci_low, ci_high (DeLong
+    Native tables: ``auc``: phase, reader, curve, reason, n_pos, n_neg, auc, se, ci_low, ci_high (DeLong
     SE and Wald CI per reader; the row with ``reader = None``/``curve = "average"`` (n_pos/n_neg
     counting distinct cases) is the mean reader AUC, which equals the area under the vertically
     averaged curve — its fixed-reader uncertainty belongs to the MRMC analysis and is left NaN
@@ -113,7 +114,8 @@ class ReaderROC(ReaderResult):
 
     title: ClassVar[str] = "ROC curves per reader and phase"
     layouts: ClassVar[Mapping[str, Layout]] = {
-        "auc": Layout(("phase", "reader", "curve")),
+        "auc": Layout(("phase", "reader", "curve"), undefined=dict.fromkeys(
+            ("se", "ci_low", "ci_high"), "the reader-averaged AUC's uncertainty is the MRMC analysis' (mrmc_or)")),
         "points": Layout(("phase", "reader", "threshold")),
         "average": Layout(("phase", "fpr", "side"))}
 
@@ -127,7 +129,9 @@ def reader_roc(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, sco
     """Empirical ROC per reader × phase and the reader-averaged curve per phase.
 
     ``score`` names the standard field used as the rating: "score" (default), "decision"
-    (a binary call: a single operating point) or "ai_prob".
+    (a binary call: a single operating point) or "ai_prob". A reader who saw a single truth
+    class in a phase has no curve there: that AUC and the phase's average are NaN with a
+    ``reason`` and one :class:`probes.core.errors.UndefinedValueWarning`.
     """
     check_choice(score, "score", ("score", "decision", "ai_prob"))
     check_alpha(alpha)
@@ -136,6 +140,12 @@ def reader_roc(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, sco
     for ph, g in r.groupby("phase", observed=True, sort=True):
         curves = []
         for rd, gr in g.groupby("reader", sort=True):
+            if gr["truth"].nunique() < 2:  # a reader who saw one class in this phase has no curve
+                aucs.append({"phase": ph, "reader": rd, "curve": "reader", "reason": "the reader saw a single truth "
+                             "class in this phase", "n_pos": int(gr["truth"].sum()),
+                             "n_neg": int((1 - gr["truth"]).sum()), "auc": np.nan, "se": np.nan, "ci_low": np.nan,
+                             "ci_high": np.nan})
+                continue
             p = roc_points(gr["truth"].to_numpy(), gr[score].to_numpy())
             p.insert(0, "reader", rd)
             p.insert(0, "phase", ph)
@@ -144,17 +154,25 @@ def reader_roc(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, sco
             d = delong(gr["truth"].to_numpy(), gr[score].to_numpy(), alpha=alpha)
             aucs.append({"phase": ph, "reader": rd, "curve": "reader", "n_pos": d.n_pos, "n_neg": d.n_neg,
                          "auc": d.auc_a, "se": d.se, "ci_low": d.ci_low, "ci_high": d.ci_high})
-        a = vertical_average(curves)
-        a.insert(0, "phase", ph)
-        avg.append(a)
+        if curves:
+            a = vertical_average(curves)
+            a.insert(0, "phase", ph)
+            avg.append(a)
+        # the mean over readers is the reader-averaged AUC only when every reader has one
         mean_auc = float(np.mean([x["auc"] for x in aucs if x["phase"] == ph]))
         gc = g.drop_duplicates("case")
-        aucs.append({"phase": ph, "reader": None, "curve": "average", "n_pos": int(gc["truth"].sum()),
-                     "n_neg": int((1 - gc["truth"]).sum()), "auc": mean_auc, "se": np.nan,
-                     "ci_low": np.nan, "ci_high": np.nan})
+        aucs.append({"phase": ph, "reader": None, "curve": "average",
+                     "reason": "" if np.isfinite(mean_auc) else "a reader saw a single truth class in this phase",
+                     "n_pos": int(gc["truth"].sum()), "n_neg": int((1 - gc["truth"]).sum()), "auc": mean_auc,
+                     "se": np.nan, "ci_low": np.nan, "ci_high": np.nan})
     cat = r["phase"].dtype
     out = []
-    for df in (pd.DataFrame(aucs), pd.concat(pts, ignore_index=True), pd.concat(avg, ignore_index=True)):
+    auc_table = pd.DataFrame(aucs)
+    auc_table.insert(3, "reason", auc_table.pop("reason").fillna(""))
+    empty = pd.DataFrame(columns=["phase"])
+    for df in (auc_table, pd.concat(pts, ignore_index=True) if pts else empty,
+               pd.concat(avg, ignore_index=True) if avg else empty.copy()):
         df["phase"] = df["phase"].astype(cat)
         out.append(df)
+    warn_undefined("reader_roc", auc_table["reason"])
     return ReaderROC(*out, alpha=float(alpha))

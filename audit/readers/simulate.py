@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from probes.core.errors import OptionError
 from probes.core.validate import check_choice, check_int
 
 __all__ = ["simulate_reads", "write_example_reads", "example_reads", "PHASES"]
@@ -50,7 +51,7 @@ PHASES = ("MRI", "MRI+AI", "MRI+AI+XAI")
 def _prob(x: float, name: str) -> float:
     x = float(x)
     if not 0 < x < 1:
-        raise ValueError(f"{name} must lie in (0, 1), got {x!r}")
+        raise OptionError(name, message=f"{name} must lie in (0, 1), got {x!r}")
     return x
 
 
@@ -77,23 +78,26 @@ def simulate_reads(n_cases: int = 37, n_readers: int = 4, phases: Sequence[str] 
     """
     phases = tuple(phases)
     if len(phases) < 2 or len(set(phases)) != len(phases):
-        raise ValueError(f"phases must be ≥ 2 distinct names, got {phases!r}")
+        raise OptionError("phases", message=f"phases must be ≥ 2 distinct names, got {phases!r}")
     check_int(n_cases, "n_cases", 2)
     check_int(n_readers, "n_readers", 1)
     ors = np.atleast_1d(np.asarray(odds_ratio, dtype=float))
     if ors.size == 1:
         ors = np.repeat(ors, len(phases) - 1)
     if ors.shape != (len(phases) - 1,) or not (np.isfinite(ors).all() and (ors > 0).all()):
-        raise ValueError(f"odds_ratio must be a positive scalar or {len(phases) - 1} positive values "
+        raise OptionError("odds_ratio",
+            message=f"odds_ratio must be a positive scalar or {len(phases) - 1} positive values "
                          f"(one per phase after {phases[0]!r}), got {odds_ratio!r}")
     base_accuracy = _prob(base_accuracy, "base_accuracy")
     ai_accuracy = _prob(ai_accuracy, "ai_accuracy")
     prevalence = _prob(prevalence, "prevalence")
     shares = {"case_corr": case_corr, "reader_case_corr": reader_case_corr, "ai_reliance": ai_reliance}
     if any(v < 0 for v in shares.values()) or sum(shares.values()) >= 1:
-        raise ValueError(f"case_corr, reader_case_corr and ai_reliance must be ≥ 0 and sum to < 1, got {shares}")
+        raise OptionError("case_corr",
+            message=f"case_corr, reader_case_corr and ai_reliance must be ≥ 0 and sum to < 1, got {shares}")
     if reader_sd < 0 or sharpness <= 0 or ai_sharpness <= 0:
-        raise ValueError(f"reader_sd must be ≥ 0 and sharpness, ai_sharpness > 0, got {reader_sd!r}, "
+        raise OptionError("reader_sd",
+            message=f"reader_sd must be ≥ 0 and sharpness, ai_sharpness > 0, got {reader_sd!r}, "
                          f"{sharpness!r}, {ai_sharpness!r}")
     check_choice(score, "score", ("percent", "rating"))
 
@@ -163,7 +167,7 @@ def write_example_reads(path: str | Path) -> pd.DataFrame:
     decision, score, ai_prob) and return the table. The file is byte-identical on every call."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
-        raise ValueError(f"path must end in .csv, got {str(path)!r}")
+        raise OptionError("path", message=f"path must end in .csv, got {str(path)!r}")
     df = example_reads()
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()

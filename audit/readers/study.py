@@ -28,9 +28,10 @@ from audit.readers.gee import gee_assistance
 from audit.readers.mrmc import mrmc_or
 from audit.readers.outcomes import (cochran_q_correctness, decision_changes, mcnemar_correctness, outcome_counts,
                                     outcome_transitions)
-from audit.readers.reads import ReadColumns, validate_reads
+from audit.readers.reads import ReadColumns, check_columns, validate_reads
 from audit.readers.result import ReaderResult, combine_summaries
 from audit.readers.roc import reader_roc
+from probes.core.errors import UndefinedValueWarning, warn_undefined
 from probes.core.result import Result, Summary, tidy
 from probes.core.validate import check_alpha, check_int
 
@@ -135,18 +136,26 @@ def analyze_reads(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, 
     ``n_boot`` patient resamples (at most 200 for the decision-curve bands), ``seed``, CIs at
     level 1 − ``alpha``. The input is validated first (a bad table raises
     :class:`audit.readers.reads.ReadsError`); afterwards an instrument that fails is recorded in
-    ``failed`` (with its traceback in ``<name>.error.txt``) and the others still run. With
+    ``failed`` (with its traceback in ``<name>.error.txt``) and the others still run; values an
+    instrument cannot define are NaN with a ``reason`` (e.g. the bootstrap's differences of phases
+    read by different reader sets) and one :class:`probes.core.errors.UndefinedValueWarning` says
+    which instruments hold them. With
     ``out``: ``reads_validated.csv``, one CSV per native table (``<instrument>[_<table>].csv``)
     and ``summary.txt``.
     """
     check_alpha(alpha)
     check_int(n_boot, "n_boot", 2)
-    r = validate_reads(reads, columns, paired=False)
+    # every present field is checked at the door: a NaN score must not just fail the score instruments
+    present = [f for f in ("reader", "case", "truth", "phase", "decision", "score", "ai_prob")
+               if isinstance(reads, pd.DataFrame) and getattr(check_columns(columns), f) in reads.columns]
+    r = validate_reads(reads, columns, need=tuple(dict.fromkeys(("reader", "case", "truth", "phase", *present))),
+                       paired=False)
     folder = Path(out) if out is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         r.to_csv(folder / "reads_validated.csv", index=False)
     results, summaries, skipped, failed, warned, files = {}, {}, {}, {}, {}, []
+    undefined: list[str] = []
     for name, needs, call in _instruments(r, n_boot=n_boot, seed=seed, alpha=alpha):
         lacking = needs - set(r.columns)
         if lacking:
@@ -165,12 +174,16 @@ def analyze_reads(reads: pd.DataFrame, columns: ReadColumns = ReadColumns(), *, 
             continue
         if caught:
             warned[name] = "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+            undefined += [name for w in caught if issubclass(w.category, UndefinedValueWarning)]
         results[name], summaries[name] = res, res.summary()
         for key, df in res.native_tables().items():
             if folder is not None:
                 path = folder / f"{_stem(name, key)}.csv"
                 df.to_csv(path, index=False)
                 files.append(path)
+    # the instruments' own warnings were recorded above; the caller gets one for the whole study
+    warn_undefined("analyze_reads", [f"NaN values in {name} (see its reason column and warning_messages)"
+                                     for name in undefined])
     study = ReaderStudyResult(results, summaries, skipped, failed, warned, files)
     if folder is not None:
         (folder / "summary.txt").write_text(str(study.summary()) + "\n")

@@ -24,6 +24,7 @@ necrosis        0.25   0.25   1.25   0.55
 enhancing rim   0.65   1.70   0.90   0.95
 oedema          0.55   0.55   1.15   1.35
 marker          1.60   1.70   1.60   1.60
+landmark        1.50   1.60   1.50   1.50
 =============  =====  =====  =====  =====
 
 Tumour geometry per contrast (how label information is routed). Each case draws three tumour
@@ -48,6 +49,21 @@ relies on: ``"t1c_only"``: the T1c shape *is* the label (whatever ``p_t1c``), th
 is a fair coin and there is no marker, so T1c is the only carrier of the label;
 ``"flair_only"``: the same with the roles of T1c and FLAIR swapped; ``"no_marker"``: every
 marker removed, nothing else changed (images differ only inside the normal set's marker mask).
+
+Relational mechanism (``mechanism="relational"``): the label is a relation between two distant
+structures that no early receptive field covers. Every case has a small bright ``landmark``
+(radius 6 mm, visible on every contrast, its own ROI mask) in the posterior brain of one
+hemisphere (MNI y ≤ −50 mm); the lesion's centre lies in the anterior brain (y ≥ 10 mm); both
+lie ≥ 15 mm from the midline, and where each lies does not depend on the other. Label 1
+("same side") when lesion and landmark lie in the same hemisphere, label 0 ("opposite sides")
+otherwise. The lesion's side is a fair coin and the landmark's follows from it and the label,
+so each alone is uninformative (50/50); tumour shapes are fair coins. ``Case.meta`` records
+``lesion_hemisphere`` and ``landmark_hemisphere`` (MNI x < 0: left).
+
+Pose (``pose``): ``"random"`` (the default, below) or ``"atlas"``: every head in template space
+up to a residual ``jitter`` (rotation ±jitter°, shift ±jitter mm, scale ±jitter %), as
+registration to an atlas leaves it; a 2D atlas-posed cohort shows one axial level (MNI
+z = +16 mm), with every lesion centred in it.
 
 Noise: Rician, i.e. ``sqrt((s + σ n1)² + (σ n2)²)`` with ``σ = noise`` relative to WM on T1.
 Per case: random rigid+scale pose (2D: in-plane rotation ±10°, 3D: ±6° per axis; scale
@@ -78,14 +94,17 @@ from scipy import ndimage
 from audit.data.cohort import Case, Cohort, EmptyMaskWarning
 from audit.data.nifti import write_nifti
 from audit.data.template import TemplateAnatomy, template_anatomy
+from audit.synthetic.pose import (ATLAS_SLICE_Z, FOV_VOX, HEAD_CENTRE, RES, Pose, output_affine,
+                                  pose_transform)
 
-__all__ = ["CHANNELS", "COUNTERFACTUALS", "LABEL_NAMES", "TISSUE_INTENSITIES",
+__all__ = ["CHANNELS", "COUNTERFACTUALS", "LABEL_NAMES", "MECHANISMS", "RELATIONAL_LABEL_NAMES", "TISSUE_INTENSITIES",
            "SyntheticConfig", "TemplateAnatomy", "draw_mechanisms", "make_cohort",
            "make_splits", "template_anatomy", "to_nifti"]
 
 GENERATOR = "medaudit.synthetic/2"  # 2: the marker lies in the skull (bone) only
 CHANNELS = ("T1", "T1c", "T2", "FLAIR")
 LABEL_NAMES = ("round", "irregular")  # label 0, label 1
+RELATIONAL_LABEL_NAMES = ("opposite sides", "same side")  # mechanism="relational"
 COUNTERFACTUALS = ("t1c_only", "flair_only", "no_marker")
 TISSUE_INTENSITIES: dict[str, tuple[float, float, float, float]] = {
     "wm": (1.00, 1.00, 0.45, 0.70),
@@ -98,10 +117,16 @@ TISSUE_INTENSITIES: dict[str, tuple[float, float, float, float]] = {
     "enhancement": (0.65, 1.70, 0.90, 0.95),
     "oedema": (0.55, 0.55, 1.15, 1.35),
     "marker": (1.60, 1.70, 1.60, 1.60),
+    "landmark": (1.50, 1.60, 1.50, 1.50),
 }
-_RES = 2                     # template resolution (mm) used by the generator
-_HEAD_CENTRE = (49.0, 58.5, 47.0)  # template voxel at the centre of the field of view
-_FOV_VOX = 110.0             # template voxels across the output field of view
+_RES, _HEAD_CENTRE, _FOV_VOX = RES, HEAD_CENTRE, FOV_VOX
+MECHANISMS = ("shape", "relational")
+# relational mechanism: lesion centres in the anterior brain, landmarks in the posterior brain, both
+# clear of the midline, so that where each lies does not depend on the other (nor on the label)
+_SIDE_MM = 15.0              # lesion and landmark lie ≥ this far from the midline (MNI |x|)
+_LESION_Y_MM = 10.0          # lesion centre at MNI y ≥ this (anterior)
+_LANDMARK_Y_MM = -50.0       # landmark centre at MNI y ≤ this (posterior)
+_LANDMARK_MM = 6.0           # landmark radius
 _BRAIN, _SKULL, _SCALP = 1, 2, 4  # bits of the template label volume
 _NW, _NL = 8, 5              # waves and lobes of a tumour shape
 
@@ -121,6 +146,9 @@ class SyntheticConfig:
     q0: float | None = None
     noise: float = 0.03             # Rician noise σ relative to WM intensity on T1 (= 1)
     seed: int = 0
+    pose: Pose = "random"           # "atlas": every head in template space, up to `jitter`
+    jitter: float = 1.0             # atlas pose: residual rotation (°), shift (mm), scale (%)
+    mechanism: str = "shape"        # "relational": the label is where the lesion lies vs a landmark
 
     def __post_init__(self) -> None:
         if self.dim not in (2, 3):
@@ -141,6 +169,12 @@ class SyntheticConfig:
                 raise ValueError(f"{k} must lie in [0, 1] or be None, got {v!r}")
         if not self.noise >= 0:
             raise ValueError(f"noise must be ≥ 0, got {self.noise!r}")
+        if self.pose not in ("random", "atlas"):
+            raise ValueError(f"pose must be 'random' or 'atlas', got {self.pose!r}")
+        if not 0 <= self.jitter <= 10:
+            raise ValueError(f"jitter must lie in [0, 10] (degrees, mm, %), got {self.jitter!r}")
+        if self.mechanism not in MECHANISMS:
+            raise ValueError(f"mechanism must be one of {MECHANISMS}, got {self.mechanism!r}")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -149,12 +183,22 @@ class SyntheticConfig:
         return (s,) * self.dim
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, by name."""
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Stable 12-hex-digit hash of all fields and the generator version."""
-        text = json.dumps({"generator": GENERATOR, **self.to_dict()}, sort_keys=True)
+        """Stable 12-hex-digit hash of all fields and the generator version.
+
+        The pose and mechanism fields enter only when they differ from their defaults, so that
+        a configuration that does not use them keeps its hash (and its cached models).
+        """
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in _HASH_IF_SET or v != _HASH_IF_SET[k]}
+        text = json.dumps({"generator": GENERATOR, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_HASH_IF_SET = {"pose": "random", "jitter": 1.0, "mechanism": "shape"}
 
 
 # --------------------------------------------------------------------- template volumes
@@ -191,8 +235,13 @@ def _coin(u: float) -> int:
 
 def _mechanism(cfg: SyntheticConfig, y: int, u: np.ndarray, counterfactual: str | None
                ) -> dict[str, Any]:
-    """Shapes and marker from the case's first uniforms ``u`` (6 values)."""
-    if cfg.shape_informative:
+    """Shapes, marker and (relational mechanism) hemispheres from the case's first uniforms ``u``
+    (6 values; 7 with ``mechanism="relational"``)."""
+    relational = cfg.mechanism == "relational"
+    if relational:
+        # the label is the relation: each hemisphere alone is a fair coin, and shapes carry nothing
+        s_t1c, s_flair = _coin(u[2]), _coin(u[3])
+    elif cfg.shape_informative:
         s_t1c = y if u[0] < cfg.p_t1c else 1 - y
         s_flair = y if u[1] < cfg.p_flair else 1 - y
     else:
@@ -205,9 +254,21 @@ def _mechanism(cfg: SyntheticConfig, y: int, u: np.ndarray, counterfactual: str 
     s_t1t2 = _coin(u[4])
     q = None if cfg.q1 is None else (cfg.q1 if y == 1 else cfg.q0)
     marker_drawn = bool(q is not None and u[5] < q)
-    return {"shape_t1c": s_t1c, "shape_flair": s_flair, "shape_t1t2": s_t1t2,
-            "marker_drawn": marker_drawn,
-            "marker": marker_drawn and counterfactual is None}
+    out = {"shape_t1c": s_t1c, "shape_flair": s_flair, "shape_t1t2": s_t1t2,
+           "marker_drawn": marker_drawn,
+           "marker": marker_drawn and counterfactual is None}
+    if relational:
+        lesion_left = bool(u[6] < 0.5)
+        out.update(lesion_left=lesion_left, landmark_left=lesion_left if y == 1 else not lesion_left)
+    return out
+
+
+def _label_names(cfg: SyntheticConfig) -> tuple[str, str]:
+    return RELATIONAL_LABEL_NAMES if cfg.mechanism == "relational" else LABEL_NAMES
+
+
+def _n_uniforms(cfg: SyntheticConfig) -> int:
+    return 7 if cfg.mechanism == "relational" else 6
 
 
 def _case_rng(seed: int, index: int) -> np.random.Generator:
@@ -223,7 +284,8 @@ def draw_mechanisms(cfg: SyntheticConfig, *, counterfactual: str | None = None,
     """The label mechanisms alone (no rendering), exactly as :func:`make_cohort` draws them.
 
     One row per case: index, label, shape_t1c, shape_flair, shape_t1t2 (0 round, 1 irregular),
-    t1c_matches_label, flair_matches_label, marker. Cheap: ~10 µs per case.
+    t1c_matches_label, flair_matches_label, marker; with ``mechanism="relational"`` also
+    lesion_left and landmark_left. Cheap: ~10 µs per case.
     """
     _check_cf(counterfactual)
     n = cfg.n_cases if n_cases is None else int(n_cases)
@@ -231,11 +293,14 @@ def draw_mechanisms(cfg: SyntheticConfig, *, counterfactual: str | None = None,
     rows = []
     for i in range(n):
         y = _label(i)
-        m = _mechanism(cfg, y, _case_rng(s, i).random(6), counterfactual)
-        rows.append({"index": i, "label": y, "shape_t1c": m["shape_t1c"],
-                     "shape_flair": m["shape_flair"], "shape_t1t2": m["shape_t1t2"],
-                     "t1c_matches_label": m["shape_t1c"] == y,
-                     "flair_matches_label": m["shape_flair"] == y, "marker": m["marker"]})
+        m = _mechanism(cfg, y, _case_rng(s, i).random(_n_uniforms(cfg)), counterfactual)
+        row = {"index": i, "label": y, "shape_t1c": m["shape_t1c"],
+               "shape_flair": m["shape_flair"], "shape_t1t2": m["shape_t1t2"],
+               "t1c_matches_label": m["shape_t1c"] == y,
+               "flair_matches_label": m["shape_flair"] == y, "marker": m["marker"]}
+        if "lesion_left" in m:
+            row.update(lesion_left=m["lesion_left"], landmark_left=m["landmark_left"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -274,60 +339,47 @@ def _radius(g: dict[str, np.ndarray], irregular: int, u: np.ndarray) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------- render
-def _pose(rng: np.random.Generator, dim: int, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Output index p → template voxel ``M @ p + off`` (template x, y[, z]), and its meta."""
-    k = _FOV_VOX / size
-    co = (size - 1) / 2.0
-    scale = rng.uniform(0.92, 1.08)
-    shift = rng.uniform(-0.04, 0.04, dim) * size
-    if dim == 2:
-        th = np.deg2rad(rng.uniform(-10, 10))
-        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-        m0 = np.array([[0.0, -1.0], [-1.0, 0.0]])       # (row, col) → (−y, −x)
-        meta = {"rotation_deg": float(np.rad2deg(th))}
-        ct = np.array(_HEAD_CENTRE[:2])
-    else:
-        angs = np.deg2rad(rng.uniform(-6, 6, 3))
-        rot = np.eye(3)
-        for i, a in enumerate(angs):
-            ax1, ax2 = [(1, 2), (0, 2), (0, 1)][i]
-            r = np.eye(3)
-            r[ax1, ax1] = r[ax2, ax2] = np.cos(a)
-            r[ax1, ax2], r[ax2, ax1] = -np.sin(a), np.sin(a)
-            rot = rot @ r
-        m0 = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # (d,h,w)→(x,y,z)
-        meta = {f"rotation_{n}_deg": float(np.rad2deg(a)) for n, a in zip("dhw", angs)}
-        ct = np.array(_HEAD_CENTRE)
-    mat = k / scale * m0 @ rot
-    off = ct - mat @ np.full(dim, co) - k * m0 @ shift
-    meta.update({"scale": float(scale), **{f"shift_{i}": float(s) for i, s in enumerate(shift)}})
-    return mat, off, meta
-
-
-def _affine(dim: int, size: int, z_slice: float | None) -> np.ndarray:
-    """NIfTI voxel (i, j, k) = (H, W, D) → MNI mm of the unposed output grid (float32-exact)."""
-    a = template_anatomy(_RES).affine
-    k = _FOV_VOX / size
-    co = (size - 1) / 2.0
-    ct = np.array(_HEAD_CENTRE)
-    vox = np.zeros((4, 4))
-    vox[3, 3] = 1
-    # template voxel = ct + k * (x: −(w−co), y: −(h−co), z: d−co)
-    vox[0, 1] = -k
-    vox[1, 0] = -k
-    vox[0, 3] = ct[0] + k * co
-    vox[1, 3] = ct[1] + k * co
-    if dim == 3:
-        vox[2, 2] = k
-        vox[2, 3] = ct[2] - k * co
-    else:
-        vox[2, 2] = 1.0
-        vox[2, 3] = z_slice
-    return (a @ vox).astype(np.float32).astype(float)
-
-
 def _soft(r: np.ndarray, rho: np.ndarray, w: float) -> np.ndarray:
     return np.clip((r - rho) / w + 0.5, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _candidates(one_slice: bool, lesion_left: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion-centre candidates (sorted by depth, descending) and their depth for this cohort.
+
+    An atlas-posed 2D cohort shows one axial level (``ATLAS_SLICE_Z``), so its lesions lie in
+    that slice; the relational mechanism puts the lesion clearly in one hemisphere
+    (≥ ``_SIDE_MM`` from the midline) and in the anterior brain.
+    """
+    _, _, cand, depth = _volumes()
+    keep = np.ones(len(cand), bool)
+    if one_slice:
+        keep &= cand[:, 2] == ATLAS_SLICE_Z
+    if lesion_left is not None:
+        aff = template_anatomy(_RES).affine
+        x_mm, y_mm = cand[:, 0] * _RES + aff[0, 3], cand[:, 1] * _RES + aff[1, 3]
+        keep &= ((x_mm <= -_SIDE_MM) if lesion_left else (x_mm >= _SIDE_MM)) & (y_mm >= _LESION_Y_MM)
+    return cand[keep], depth[keep]
+
+
+def _landmark(brain: np.ndarray, tc3: np.ndarray, left: bool, u: float) -> tuple[np.ndarray, dict[str, float]]:
+    """A small bright landmark in the posterior brain of one hemisphere.
+
+    Its centre is an output voxel ≥ 2 voxels inside the brain, ≥ ``_SIDE_MM`` from the midline
+    on the chosen side and at MNI y ≤ ``_LANDMARK_Y_MM``, picked by ``u``: where it lies depends
+    on its side only, never on the lesion. Returns the flat mask and its centre in MNI mm.
+    """
+    inner = ndimage.binary_erosion(brain, iterations=2).reshape(-1)
+    aff = template_anatomy(_RES).affine
+    x_mm, y_mm = tc3[0] * _RES + aff[0, 3], tc3[1] * _RES + aff[1, 3]
+    ok = inner & ((x_mm <= -_SIDE_MM) if left else (x_mm >= _SIDE_MM))
+    post = ok & (y_mm <= _LANDMARK_Y_MM)
+    idx = np.flatnonzero(post if post.any() else ok)  # a head posed so that no posterior brain shows
+    c = tc3[:, idx[min(int(u * idx.size), idx.size - 1)]]
+    dist = np.sqrt((((tc3 - c[:, None]) * _RES) ** 2).sum(axis=0))
+    mm = aff @ np.r_[c, 1.0]
+    return (dist < _LANDMARK_MM) & brain.reshape(-1), {
+        "landmark_x_mm": float(mm[0]), "landmark_y_mm": float(mm[1]), "landmark_z_mm": float(mm[2])}
 
 
 def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | None
@@ -337,16 +389,17 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
     size = shape[0]
     rng = _case_rng(seed, index)
     y = _label(index)
-    mech = _mechanism(cfg, y, rng.random(6), counterfactual)
+    mech = _mechanism(cfg, y, rng.random(_n_uniforms(cfg)), counterfactual)
     geo = {k: _draw_geometry(rng) for k in ("t1c", "flair", "t1t2")}
     r_core = rng.uniform(12.0, 20.0)                   # mm
     f_nec = rng.uniform(0.35, 0.65)
     f_oed = rng.uniform(1.5, 2.1)
     # centre: a cerebral voxel at least ~the nominal oedema radius deep inside the brain
+    cand, depth = _candidates(cfg.pose == "atlas" and dim == 2, mech.get("lesion_left"))
     need = min(f_oed * r_core * 0.95, depth[0])
     n_ok = max(1, int(np.searchsorted(-depth, -need, side="right")))
     centre = cand[min(int(rng.random() * n_ok), n_ok - 1)].astype(float)
-    mat, off, pose_meta = _pose(rng, dim, size)
+    mat, off, pose_meta = pose_transform(rng, dim, size, cfg.pose, cfg.jitter)
     u_marker, r_marker = rng.random(), rng.uniform(9.0, 14.0)
     bias = rng.normal(0.0, 0.10, (4, 5 if dim == 2 else 9))
     gain = rng.uniform(0.9, 1.1, 4)
@@ -405,6 +458,10 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
         am = np.where(marker, _soft(r_marker, dm, px) * 0.5 + 0.5, 0.0).astype(np.float32)
         img += am * (t["marker"][:, None] - img)
 
+    if "landmark_left" in mech:  # drawn after everything else: the shape mechanism's stream is unchanged
+        landmark, lm_meta = _landmark(brain.reshape(shape), tc3, mech["landmark_left"], rng.random())
+        alm = np.where(landmark, 1.0, 0.0).astype(np.float32)
+        img += alm * (t["landmark"][:, None] - img)
     # bias field, gain and Rician noise
     g = (grid - (size - 1) / 2.0) / (size / 2.0)
     terms = [g[i] for i in range(dim)] + [g[i] * g[j] for i in range(dim) for j in range(i, dim)]
@@ -418,9 +475,11 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
              "enhancement": core & ~necrosis, "oedema": oedema}
     if mech["marker"]:
         masks["marker"] = marker
+    if "landmark_left" in mech:
+        masks["landmark"] = landmark
     masks = {k: v.reshape(shape) for k, v in masks.items()}
     cmm = template_anatomy(_RES).affine @ np.r_[centre, 1.0]
-    meta = {"index": index, "seed": seed, "label_name": LABEL_NAMES[y],
+    meta = {"index": index, "seed": seed, "label_name": _label_names(cfg)[y],
             "shape_t1c": LABEL_NAMES[mech["shape_t1c"]],
             "shape_flair": LABEL_NAMES[mech["shape_flair"]],
             "shape_t1t2": LABEL_NAMES[mech["shape_t1t2"]],
@@ -431,7 +490,10 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
             "lesion_z_mm": float(cmm[2]), "lesion_radius_mm": float(r_core),
             "necrosis_fraction": float(f_nec), "oedema_factor": float(f_oed),
             "marker_radius_mm": float(r_marker), **pose_meta,
-            "affine": _affine(dim, size, float(centre[2]) if dim == 2 else None)}
+            "affine": output_affine(dim, size, float(centre[2]) if dim == 2 else None)}
+    if "landmark_left" in mech:
+        meta.update(mechanism="relational", lesion_hemisphere="left" if mech["lesion_left"] else "right",
+                    landmark_hemisphere="left" if mech["landmark_left"] else "right", **lm_meta)
     if dim == 2:
         meta["slice_z"] = int(centre[2])
     return img.astype(np.float32), masks, meta
@@ -441,7 +503,8 @@ def _render(cfg: SyntheticConfig, index: int, seed: int, counterfactual: str | N
 def _cohort_meta(cfg: SyntheticConfig, counterfactual: str | None, seed: int) -> dict[str, Any]:
     return {"generator": GENERATOR, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
             "seed": seed, "counterfactual": counterfactual or "none",
-            "channels": list(CHANNELS), "label_names": {"0": "round", "1": "irregular"},
+            "channels": list(CHANNELS), "label_names": dict(zip("01", _label_names(cfg))),
+            "pose": cfg.pose, "jitter": cfg.jitter, "mechanism": cfg.mechanism,
             "tissue_intensities": {k: list(v) for k, v in TISSUE_INTENSITIES.items()},
             "contrast_geometry": {"T1": "t1t2", "T1c": "t1c (core, rim); t1t2 (oedema)",
                                   "T2": "t1t2", "FLAIR": "flair (oedema); t1t2 (core)"},

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probes.core.errors import InputTypeError, OptionError, ShapeError
+from probes.core.validate import as_input, check_int
+
 __all__ = ["as_segments", "grid_feature_mask", "slic_feature_mask", "slic_segments"]
 
 
@@ -29,16 +32,19 @@ def grid_feature_mask(shape: Sequence[int], grid: int | Sequence[int] | None = N
     """Regular grid of patches as a feature mask shaped ``(1, C or 1, *spatial)``.
 
     ``shape`` is the input's ``(N, C, *spatial)``; ``grid`` the number of patches per spatial
-    axis (``None``: 4 in 1D/2D, 3 in 3D). With ``per_contrast`` every (contrast, patch) pair is
+    axis (``None``: 4 in 1D/2D, 3 in 3D), at most the axis size (every patch non-empty). With ``per_contrast`` every (contrast, patch) pair is
     its own feature (label = contrast · n_patches + patch).
     """
+    shape = _as_shape(shape)
     spatial = tuple(shape[2:])
     if grid is None:
         grid = 4 if len(spatial) <= 2 else 3
-    g = (grid,) * len(spatial) if isinstance(grid, int) else tuple(grid)
-    if len(g) != len(spatial) or min(g) < 1:
-        raise ValueError(f"grid={grid!r} must be a positive int or one int per spatial axis "
-                         f"of input shape {tuple(shape)}")
+    g = (grid,) * len(spatial) if _is_int(grid) else tuple(grid) if isinstance(grid, (tuple, list)) else None
+    if g is None or len(g) != len(spatial) or not all(_is_int(v) and 1 <= v <= s for v, s in zip(g, spatial)):
+        raise OptionError("grid", repr(grid), f"a positive int or one int per spatial axis of {spatial}, "
+                          "each at most the axis size",
+                          message=f"grid={grid!r} must be a positive int or one int per spatial axis "
+                                  f"of input shape {tuple(shape)} (at most the axis size)")
     idx = [torch.clamp(torch.arange(s) * gi // s, max=gi - 1) for s, gi in zip(spatial, g)]
     patch = torch.zeros(spatial, dtype=torch.long)
     for ax, (i, gi) in enumerate(zip(idx, g)):
@@ -50,6 +56,19 @@ def grid_feature_mask(shape: Sequence[int], grid: int | Sequence[int] | None = N
         return patch[None, None].contiguous()
     c = shape[1]
     return (torch.arange(c).view(1, c, *[1] * len(spatial)) * n_patch + patch[None, None]).contiguous()
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _as_shape(shape: object) -> tuple[int, ...]:
+    """An input shape ``(N, C, *spatial)`` with 1-3 spatial axes and positive sizes."""
+    if isinstance(shape, (torch.Size, tuple, list)) and all(_is_int(s) for s in shape):
+        if 3 <= len(shape) <= 5 and min(shape) >= 1:
+            return tuple(int(s) for s in shape)
+        raise ShapeError("shape", repr(tuple(shape)), "(N, C, *spatial) with 1-3 spatial axes, sizes >= 1")
+    raise InputTypeError("shape", type(shape).__name__, "a sequence of ints (N, C, *spatial), e.g. x.shape")
 
 
 def slic_segments(image: Tensor, n_segments: int, compactness: float) -> Tensor:
@@ -74,7 +93,15 @@ def slic_feature_mask(x: Tensor, n_segments: int = 50, compactness: float = 0.1,
     """SLIC supervoxels per case (:func:`slic_segments`) as a ``(N, C or 1, *spatial)`` mask.
 
     With ``per_contrast`` each (contrast, segment) pair is a feature (label = contrast · S + segment).
+    ``x`` must be 2D or 3D images ``(N, C, H, W)`` / ``(N, C, D, H, W)``, finite.
     """
+    x = as_input(x, "x")
+    if x.dim() not in (4, 5):
+        raise ShapeError("x", f"shape {tuple(x.shape)}", "(N, C, H, W) or (N, C, D, H, W): SLIC needs 2 or 3 "
+                         "spatial axes")
+    check_int(n_segments, "n_segments")
+    if isinstance(compactness, bool) or not isinstance(compactness, (int, float)) or not compactness > 0:
+        raise OptionError("compactness", repr(compactness), "a number > 0")
     masks = []
     c = x.shape[1]
     for xi in x:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from probes.attribution.result import LayerAttribution
 from probes.attribution.scores import target_scores
+from probes.core.errors import ShapeError
 from probes.core.model import Output, UnsupportedModelError, model_interface, model_state
 from probes.core.validate import Target, as_case_ids, as_input, as_targets, check_choice
 from probes.hooks.points import as_points
@@ -111,7 +112,7 @@ def layer_gradcam(model: nn.Module | HookRegistry, x: Tensor, target: Target,
     """
     check_choice(normalize, "normalize", NORMALIZATIONS)
     reg = as_registry(model, output)
-    x = as_input(x)
+    x = as_input(x, "x", model=reg.model).contiguous()  # one memory layout: the same numbers
     points = as_points(reg, points, default_anchor="resid")
     n = x.shape[0]
     t = as_targets(target, n, device=x.device)
@@ -135,7 +136,8 @@ def layer_gradcam(model: nn.Module | HookRegistry, x: Tensor, target: Target,
                 "Grad-CAM needs a channels-first activation (N, K, *spatial): choose a point after the "
                 "model's own transpose to channels first")
         if a.dim() != x.dim():
-            raise ValueError(f"point {p!r} has activation shape {tuple(a.shape)}: Grad-CAM needs "
+            raise ShapeError("points", f"activation shape {tuple(a.shape)} at {p!r}", "(N, K, *spatial)",
+                             message=f"points: point {p!r} has activation shape {tuple(a.shape)}: Grad-CAM needs "
                              f"(N, K, *spatial) with {x.dim() - 2} spatial dims like x {tuple(x.shape)}")
         dims = tuple(range(2, a.dim()))
         w = g.mean(dim=dims, keepdim=True)              # α_k: global-average-pooled gradients

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from probes.attribution.features import as_segments
 from probes.attribution.result import Attribution
-from probes.attribution.scores import target_scores
+from probes.attribution.scores import as_module, target_scores
+from probes.core.errors import OptionError
 from probes.core.model import Output, as_audit_model, model_state
 from probes.core.validate import Target, as_input, as_targets, check_int
 
@@ -69,9 +70,12 @@ def lime_map(model: nn.Module, x: Tensor, target: Target, *, n_samples: int = 10
     from lime.lime_base import LimeBase
     from sklearn.linear_model import Ridge
 
-    x = as_input(x)
+    model = as_module(model)
+    x = as_input(x, "x", model=model).contiguous()  # one memory layout: the same numbers
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(f"n_samples must be an int >= 2 (the original plus perturbations); got {n_samples!r}")
+        raise OptionError("n_samples", repr(n_samples), "an int >= 2",
+                          message=f"n_samples must be an int >= 2 (the original plus perturbations); "
+                                  f"got {n_samples!r}")
     check_int(batch_size, "batch_size")
     if segments is None:
         check_int(n_segments, "n_segments")

@@ -58,7 +58,7 @@ from probes.attribution.lrp_canonizers import (
     relevance_units,
 )
 from probes.attribution.result import Attribution
-from probes.attribution.scores import target_scores
+from probes.attribution.scores import as_module, target_scores
 from probes.core.model import AuditAdapter, Output, UnsupportedModelError, as_audit_model, model_state
 from probes.core.result import Result, long_frame
 from probes.core.validate import Target, as_case_ids, as_input, as_targets
@@ -212,9 +212,8 @@ def _canonizer_list(canonizers: Canonizers) -> list[Canonizer]:
 def _run(model: nn.Module, x: torch.Tensor, target: Target, composite, canonizers: Canonizers, epsilon: float,
          gamma: float, low, high, check_rules: bool, output: Output):
     """Canonize, hook, forward, backward; returns (relevance, start per case, targets)."""
-    x = as_input(x)
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor (N, C, *spatial), got dtype {x.dtype}")
+    model = as_module(model)
+    x = as_input(x, "x", model=model).contiguous()  # one memory layout: the same numbers
     net = _network(model, output)
     conv = next((m for m in net.modules() if isinstance(m, ConvolutionStandard)), None)
     if conv is not None and x.ndim != len(conv.kernel_size) + 2:

@@ -68,9 +68,11 @@ from probes.attribution.gradcam import default_point, layer_gradcam
 from probes.attribution.lime import lime_map
 from probes.attribution.lrp import lrp
 from probes.attribution.result import Attribution
+from probes.attribution.scores import as_module, checked_targets
 from probes.attribution.working_copy import warn_unhooked, working_copy
 from probes.core.model import AuditAdapter, Output, as_audit_model, model_state
-from probes.core.validate import Target, as_input, as_targets
+from probes.core.errors import OptionError
+from probes.core.validate import Target, as_input
 from probes.hooks.registry import HookRegistry, as_registry
 
 __all__ = ["METHODS", "Call", "FromCall", "MethodInfo", "attribute"]
@@ -359,7 +361,8 @@ def _resolve_method(method: str) -> MethodInfo:
     if key not in METHODS:
         close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
         hint = f" Did you mean {close}?" if close else ""
-        raise ValueError(f"unknown method={method!r}.{hint} Valid methods: {sorted(METHODS)}")
+        raise OptionError("method", repr(method), f"one of {sorted(METHODS)}",
+                          message=f"unknown method={method!r}.{hint} Valid methods: {sorted(METHODS)}")
     return METHODS[key]
 
 
@@ -410,16 +413,13 @@ def attribute(model: nn.Module | HookRegistry, x: Tensor, target: Target, method
         :class:`Attribution` (``.maps``: ``(N, C_map, *spatial)``).
     """
     info = _resolve_method(method)
-    x = as_input(x)
-    if not x.is_floating_point():
-        raise ValueError(f"x must be floating point, got dtype {x.dtype}")
-    module = model.model if isinstance(model, HookRegistry) else model
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"model must be an nn.Module or a HookRegistry, got {type(model).__name__}")
+    module = model.model if isinstance(model, HookRegistry) else as_module(model)
+    # float64 is cast to the model's dtype, channels checked against its first convolution, NaN refused
+    x = as_input(x, "x", model=module).contiguous()  # one memory layout: the same numbers
     net = model.net if isinstance(model, HookRegistry) and output is None else as_audit_model(module, output)
-    call = Call(info.name, model, module, net, x.detach(), as_targets(target, x.shape[0], device=x.device),
-                output, seed)
     with model_state(module, warn="attribute"), _seeded(seed), warnings.catch_warnings():
+        call = Call(info.name, model, module, net, x.detach(), checked_targets(net, x.detach(), target),
+                    output, seed)
         # Captum's notices about expected behaviour: x is detached on purpose; KernelShap fits one
         # surrogate per case (what a per-case map means); the hooked methods warn about the
         # in-place and reused modules that the working copy has taken care of.

@@ -8,11 +8,36 @@ Every attribution instrument explains ``s_n = out[n, target_n]`` of the logit-li
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from probes.core.validate import check_class_range, shape_of
+from probes.core.errors import InputTypeError
+from probes.core.validate import Target, as_targets, check_class_range, shape_of
 
-__all__ = ["target_scores"]
+__all__ = ["as_module", "checked_targets", "target_scores"]
+
+
+def as_module(model: object, name: str = "model") -> nn.Module:
+    """``model`` if it is an ``nn.Module``, else :class:`InputTypeError` naming ``name``."""
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(name, type(model).__name__, "an nn.Module",
+                             message=f"{name} must be an nn.Module, got {type(model).__name__}")
+    return model
+
+
+def checked_targets(net: nn.Module, x: Tensor, target: Target, name: str = "target") -> Tensor:
+    """``target`` as (N,) long class indices, each within the classes ``net`` scores.
+
+    The number of classes is read from one no-grad forward of the first case (run it inside
+    ``model_state``, so a training-mode model changes nothing): a class the model lacks is a
+    ``ClassIndexError`` naming ``name`` at the door, not an index error deep in a method.
+    """
+    t = as_targets(target, x.shape[0], device=x.device, name=name)
+    with torch.no_grad():
+        out = net(x[:1])
+    if isinstance(out, Tensor) and out.dim() == 2:
+        check_class_range(t, out.shape[1], name)
+    return t
 
 
 def target_scores(out: Tensor, target: Tensor, instrument: str) -> Tensor:

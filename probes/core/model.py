@@ -23,6 +23,8 @@ from typing import Callable, Iterator, Literal, Union, get_args
 import torch
 from torch import Tensor, nn
 
+from probes.core.errors import InputTypeError, OptionError
+
 __all__ = ["ModelSnapshot", "model_state", "ModelInterface", "InputLayout", "OutputKind", "Score",
            "Output", "model_interface", "AuditAdapter", "as_audit_model", "output_probabilities",
            "class_probabilities", "model_device",
@@ -87,8 +89,9 @@ def output_probabilities(out: Tensor, output: Output = "logits", *, dtype: torch
         if output is None:
             output = "logits"
         if output not in get_args(OutputKind):
-            raise ValueError(f"output={output!r} is not valid; choose one of {list(get_args(OutputKind))} "
-                             "or pass a callable mapping the model output to (N, K) probabilities")
+            raise OptionError("output", repr(output), f"one of {list(get_args(OutputKind))} or a callable",
+                              message=f"output={output!r} is not valid; choose one of {list(get_args(OutputKind))} "
+                                      "or pass a callable mapping the model output to (N, K) probabilities")
         if not isinstance(out, Tensor) or out.dim() != 2:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"model output must be (N, K) {output} for output={output!r}, got {shape}; "
@@ -199,6 +202,9 @@ def as_audit_model(model: nn.Module, output: Output = None) -> nn.Module:
     probabilities) override what it returns. A model with nothing to adapt (including an
     :class:`AuditAdapter`) is returned as is; otherwise it is wrapped in an :class:`AuditAdapter`.
     """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError("model", type(model).__name__, "a torch.nn.Module (load a checkpoint with "
+                             "audit.models.load_model)")
     if isinstance(model, AuditAdapter) and output is None:
         return model
     interface = model_interface(model)
@@ -206,8 +212,9 @@ def as_audit_model(model: nn.Module, output: Output = None) -> nn.Module:
         return AuditAdapter(model, interface, output=output)
     if output is not None:
         if output not in get_args(OutputKind):
-            raise ValueError(f"output={output!r} is not valid; choose one of {list(get_args(OutputKind))} "
-                             "or pass a callable mapping the model output to (N, K) probabilities")
+            raise OptionError("output", repr(output), f"one of {list(get_args(OutputKind))} or a callable",
+                              message=f"output={output!r} is not valid; choose one of {list(get_args(OutputKind))} "
+                                      "or pass a callable mapping the model output to (N, K) probabilities")
         interface = ModelInterface(interface.input_layout, output, interface.score)
     return model if interface == ModelInterface() else AuditAdapter(model, interface)
 
@@ -217,11 +224,19 @@ def class_probabilities(net: nn.Module, x: Tensor, dtype: torch.dtype | None = N
 
     A model declared to return probabilities (or log-probabilities, or given a callable
     ``output``) is read directly, without a round trip through logits; otherwise
-    ``softmax(net(x))`` over dim 1, computed in ``dtype`` when given.
+    ``softmax(net(x))`` over dim 1, computed in ``dtype`` when given. ``x`` is checked like
+    any input (``probes.core.validate.as_input``); the model runs in eval mode and is restored
+    (``model_state``).
     """
-    if isinstance(net, AuditAdapter):
-        return net.probabilities(x, dtype)
-    return output_probabilities(net(x), "logits", dtype=dtype)
+    from probes.core.validate import as_input  # validate imports nothing from here: no cycle at run time
+
+    if not isinstance(net, nn.Module):
+        raise InputTypeError("net", type(net).__name__, "a torch.nn.Module")
+    x = as_input(x, "x", model=net)
+    with model_state(net, warn="class_probabilities"):
+        if isinstance(net, AuditAdapter):
+            return net.probabilities(x, dtype)
+        return output_probabilities(net(x), "logits", dtype=dtype)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from probes.core.errors import LabelError, NonFiniteError, OptionError, ShapeError
+
 __all__ = ["resize_mask", "ResizeMode"]
 
 ResizeMode = Literal["area", "overlap", "nearest"]
@@ -28,15 +30,24 @@ def resize_mask(mask: Tensor, spatial: Sequence[int], *, mode: ResizeMode = "are
       "nearest") > 0.5``); the grid of PyTorch's nearest mode (floor of the scaled index).
     """
     k = len(spatial)
-    if k not in (1, 2, 3):
-        raise ValueError(f"only 1-3 spatial dims are supported, got spatial={tuple(spatial)}")
+    if k not in (1, 2, 3) or any(int(s) != s or s < 1 for s in spatial):
+        raise OptionError("spatial", tuple(spatial), "1-3 positive sizes",
+                          message=f"spatial: only 1-3 positive spatial sizes are supported, got {tuple(spatial)}")
+    if not isinstance(mask, Tensor):
+        mask = torch.as_tensor(mask)
     if mask.dim() == k + 2 and mask.shape[1] == 1:
         m, squeeze = mask, False
     elif mask.dim() == k + 1:
         m, squeeze = mask[:, None], True
     else:
-        raise ValueError(f"mask must be (N, *spatial) or (N, 1, *spatial) with {k} spatial dims, "
-                         f"got shape {tuple(mask.shape)}")
+        raise ShapeError("mask", f"shape {tuple(mask.shape)}", f"(N, *spatial) or (N, 1, *spatial) with {k} spatial dims",
+                         message=f"mask must be (N, *spatial) or (N, 1, *spatial) with {k} spatial dims, "
+                                 f"got shape {tuple(mask.shape)}")
+    if m.dtype != torch.bool:
+        if m.is_floating_point() and not bool(torch.isfinite(m).all()):
+            raise NonFiniteError("mask", "NaN/Inf", "ROI weights in [0, 1]", message="mask contains NaN/Inf")
+        if bool(((m < 0) | (m > 1)).any()):
+            raise LabelError("mask", f"values in [{float(m.min())}, {float(m.max())}]", "0/1 (or weights in [0, 1])")
     size = tuple(int(s) for s in spatial)
     if mode == "nearest":
         out = F.interpolate(m.float(), size=size, mode="nearest") > 0.5
@@ -48,8 +59,9 @@ def resize_mask(mask: Tensor, spatial: Sequence[int], *, mode: ResizeMode = "are
             out = frac
         else:
             if not 0 <= threshold < 1:
-                raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+                raise OptionError("threshold", threshold, "[0, 1)", message=f"threshold must be in [0, 1), got {threshold}")
             out = frac > threshold + 1e-7  # float rounding: an untouched cell can be ~1e-9 off 0
     else:
-        raise ValueError(f"mode={mode!r} is not one of 'area', 'overlap', 'nearest'")
+        raise OptionError("mode", repr(mode), "'area', 'overlap' or 'nearest'",
+                          message=f"mode={mode!r} is not one of 'area', 'overlap', 'nearest'")
     return out[:, 0] if squeeze else out

@@ -4,8 +4,9 @@ Every instrument returns a frozen :class:`Result`:
 
 * ``to_frame()`` — a tidy **copy** in one long format: identifier columns first (``case_id``
   as ``str`` wherever there are cases; then e.g. ``point``, ``method``, ``roi``, ``contrast``),
-  then ``metric`` (what was measured) and ``value`` (float). One row per measurement, so tables
-  of different instruments concatenate and pivot alike.
+  then, where some value can be undefined, ``reason`` (why that value is NaN; ``""`` where it
+  is defined), then ``metric`` (what was measured) and ``value`` (float). One row per
+  measurement, so tables of different instruments concatenate and pivot alike.
 * ``tables()`` — ``{name: tidy frame}`` for results with several tables (the first is
   ``to_frame()``).
 * ``summary()`` — a :class:`Summary`: a ``str`` that prints as an aligned text table and renders
@@ -79,8 +80,11 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
                          f"in {list(out.columns)}")
     if "case_id" in out.columns:
         out["case_id"] = out["case_id"].astype(str)
-    ids = [c for c in out.columns if c not in ("metric", "value")]
+    ids = [c for c in out.columns if c not in ("metric", "value", "reason")]
     ids = [c for c in ID_FIRST if c in ids] + [c for c in ids if c not in ID_FIRST]
+    if "reason" in out.columns:  # why a value is NaN ("" where it is defined)
+        out["reason"] = out["reason"].fillna("").astype(str)
+        ids.append("reason")
     out = out[ids + ["metric", "value"]]
     out["value"] = out["value"].astype(float)
     return out.reset_index(drop=True)

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from torch import Tensor
 
+from probes.core.errors import AuditInputError, InputTypeError, OptionError
+
 if TYPE_CHECKING:
     from probes.hooks.registry import HookRegistry
 
-__all__ = ["PointSpec", "ActivationCache", "join_point", "unknown_point", "as_points"]
+__all__ = ["PointSpec", "ActivationCache", "UnknownPointError", "join_point", "unknown_point", "as_points"]
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,16 @@ def join_point(prefix: str, attr: str) -> str:
     return f"{prefix}.{attr}" if prefix else attr
 
 
-def unknown_point(name: str, pool: Sequence[str]) -> KeyError:
-    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5)
+class UnknownPointError(AuditInputError, KeyError):
+    """A point or block name the registry does not know (a ``KeyError`` too, as for a mapping)."""
+
+
+def unknown_point(name: str, pool: Sequence[str], arg: str = "points") -> UnknownPointError:
+    """The error for an unknown point/block ``name`` given as argument ``arg``, with close matches."""
+    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5) if isinstance(name, str) else []
     hint = f"; close matches: {close}" if close else ""
-    return KeyError(f"unknown hook point {name!r}{hint} ({len(pool)} points known)")
+    return UnknownPointError(arg, repr(name), "a known hook point",
+                             message=f"{arg}: unknown hook point {name!r}{hint} ({len(pool)} points known)")
 
 
 class ActivationCache(Mapping[str, Tensor]):
@@ -98,9 +106,13 @@ def as_points(reg: "HookRegistry", points: str | Sequence[str] | None, *,
         return [f"{b}.{default_anchor}" for b in reg.blocks]
     pts = [points] if isinstance(points, str) else list(points)
     if not pts:
-        raise ValueError("points is empty: name at least one hook point")
+        raise OptionError("points", "[]", "at least one hook point name",
+                          message="points is empty: name at least one hook point")
+    if not all(isinstance(p, str) for p in pts):
+        raise InputTypeError("points", repr(pts), "point names (str)")
     if len(set(pts)) != len(pts):
-        raise ValueError(f"points has duplicates: {sorted({p for p in pts if pts.count(p) > 1})}")
+        raise OptionError("points", repr(pts), "distinct names",
+                          message=f"points has duplicates: {sorted({p for p in pts if pts.count(p) > 1})}")
     for p in pts:
-        reg.point_info(p)  # KeyError with close matches for an unknown name
+        reg.point_info(p, arg="points")  # KeyError with close matches for an unknown name
     return pts

@@ -26,19 +26,20 @@ PyTorch gives such a hook the gradient w.r.t. the value *before* any later in-pl
 from __future__ import annotations
 
 import re
-import warnings
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from probes.core.model import AuditAdapter, Output, as_audit_model, class_probabilities
-from probes.core.resize import resize_mask
+from probes.core.errors import InputTypeError, LabelError, ShapeError
+from probes.core.model import AuditAdapter, Output, as_audit_model, class_probabilities, model_state
+from probes.core.validate import as_input, check_finite, to_numpy
 from probes.hooks.adapters import BlockAdapter, find_adapter
 from probes.hooks.points import ActivationCache, PointSpec, join_point, unknown_point
+from probes.hooks.session import PatchValue, Session, Slot
 
 if TYPE_CHECKING:
     from probes.hooks.verify import VerifyReport
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["HookRegistry", "ActivationCache", "ANCHORS", "PointSpec", "as_registry"]
 
 ANCHORS = ("resid_pre", "local", "shortcut", "resid_sum", "resid")
-PatchValue = Union[Tensor, Callable[[Tensor], Tensor]]
 Points = Union[None, str, Sequence[str], Callable[[str], bool]]
 _INDEXED = re.compile(r"^(?P<base>.+)#(?P<k>\d+)$")
 
@@ -58,251 +58,6 @@ class _Block:
     branch: str
     shortcut: str | None  # None: identity skip without a module
     act: str | None
-
-
-@dataclass
-class _Slot:
-    """One request (capture or patch) attached to a hook site."""
-
-    spec: PointSpec
-    index: int | None  # requested call index (block call for anchors); None = the only call
-    explicit: bool
-    value: PatchValue | None = None
-    hidden: bool = False  # a helper slot: captured for a gradient, or an identity-skip delta
-    record_as: str | None = None  # the user's point a helper slot works for
-
-    @property
-    def order(self) -> int:
-        """Order at a shared site: identity-skip delta, then resid_sum, then resid."""
-        return {"resid_sum": 1, "resid": 2}.get(self.spec.kind, 1) - (1 if self.record_as else 0)
-
-
-@dataclass
-class _Session:
-    """The hooks of one run_with_cache call or one patch block, and their per-forward state."""
-
-    registry: "HookRegistry"
-    mode: str  # "capture" | "patch"
-    slots: list[_Slot]
-    grad: bool = False
-    mask: Tensor | None = None
-    handles: list = field(default_factory=list)
-    acts: dict = field(default_factory=dict)
-    grads: dict = field(default_factory=dict)
-    calls: Counter = field(default_factory=Counter)
-    block_local: dict = field(default_factory=dict)
-    block_index: dict = field(default_factory=dict)
-    block_input: dict = field(default_factory=dict)
-    applied: set = field(default_factory=set)
-    skipped: set = field(default_factory=set)
-    _mask_cache: dict = field(default_factory=dict)
-
-    # -- set-up and tear-down -------------------------------------------------------------
-    def install(self) -> None:
-        sites: dict[tuple[str, str], list[_Slot]] = {}
-        blocks: set[str] = set()
-        identity_patched: set[str] = set()
-        for slot in self.slots:
-            if slot.spec.block is not None:
-                blocks.add(slot.spec.block)
-            if slot.spec.kind == "shortcut_identity" and self.mode == "patch":
-                # An identity skip has no module: the patch adds (s' - s) where f + s is formed.
-                sum_spec = self.registry._spec(join_point(slot.spec.block, "resid_sum"))
-                slot = _Slot(sum_spec, slot.index, slot.explicit, slot.value, hidden=True,
-                             record_as=slot.spec.name)
-                identity_patched.add(sum_spec.block)
-            sites.setdefault((slot.spec.module, slot.spec.phase), []).append(slot)
-        modules = self.registry._modules
-        try:
-            for block in sorted(blocks):
-                self.handles.append(modules[block].register_forward_pre_hook(self._block_enter(block)))
-            for (mod, phase), slots in sites.items():
-                slots = sorted(slots, key=lambda s: s.order)
-                if phase == "pre":
-                    self.handles.append(modules[mod].register_forward_pre_hook(self._pre_hook(mod, slots)))
-                else:
-                    self.handles.append(modules[mod].register_forward_hook(self._fwd_hook(mod, slots)))
-            for block in sorted(identity_patched):
-                # registered last, so it sees the block input after any resid_pre patch
-                self.handles.append(modules[block].register_forward_pre_hook(self._block_input(block)))
-            if self.mode == "patch":
-                root = self.registry.model
-                self.handles.append(root.register_forward_pre_hook(lambda m, a: self.reset()))
-                self.handles.append(root.register_forward_hook(lambda m, a, o: self.check_applied()))
-        except BaseException:
-            self.remove()
-            raise
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def reset(self) -> None:
-        self.calls.clear()
-        self.block_local.clear()
-        self.block_index.clear()
-        self.block_input.clear()
-        self.applied.clear()
-
-    def check_applied(self) -> None:
-        """Every explicitly indexed patch must have fired: never a silently skipped patch."""
-        fired = {name for name, _ in self.applied}
-        for slot in self.slots:
-            if slot.index is None and slot.spec.name not in fired:
-                raise RuntimeError(f"patch point {slot.spec.name!r} did not run in this forward "
-                                   f"(module {slot.spec.module!r} was never called)")
-            if slot.index is not None and (slot.spec.name, slot.index) not in self.applied:
-                raise RuntimeError(
-                    f"patch point {slot.spec.name}#{slot.index} did not run in this forward "
-                    f"(module {slot.spec.module!r} ran {self._count_of(slot)} time(s))")
-
-    def _count_of(self, slot: _Slot) -> int:
-        mod = slot.spec.block if slot.spec.block is not None else slot.spec.module
-        return self.calls[(mod, "pre")] or self.calls[(mod, "fwd")]
-
-    # -- call bookkeeping -----------------------------------------------------------------
-    def _block_enter(self, block: str):
-        def hook(module, args):
-            self.block_index[block] = self.calls[(block, "enter")]
-            self.calls[(block, "enter")] += 1
-            self.block_local[block] = Counter()
-            return None
-        return hook
-
-    def _block_input(self, block: str):
-        def hook(module, args):
-            self.block_input[block] = args[0]
-            return None
-        return hook
-
-    def _matches(self, slot: _Slot, global_call: int, local_calls: dict) -> int | None:
-        """The call index this firing has for ``slot``, or None when the slot does not apply."""
-        spec = slot.spec
-        if spec.block is not None:
-            if spec.block_call is not None and local_calls.get(spec.block) != spec.block_call:
-                return None
-            call = self.block_index.get(spec.block, 0)
-        else:
-            call = global_call
-        if slot.index is not None:
-            return call if call == slot.index else None
-        if call > 0 and self.mode == "patch":
-            base = spec.block if spec.block is not None else spec.module
-            raise RuntimeError(
-                f"module {base!r} ran more than once in one forward, so {spec.name!r} is "
-                f"ambiguous: patch '{spec.name}#0', '{spec.name}#1', ... instead")
-        return call
-
-    def _fire(self, mod: str, phase: str, slots: list[_Slot], value: Tensor) -> Tensor | None:
-        global_call = self.calls[(mod, phase)]
-        self.calls[(mod, phase)] += 1
-        local_calls = {}
-        for slot in slots:
-            b = slot.spec.block
-            if b is not None and b not in local_calls and slot.spec.block_call is not None:
-                counter = self.block_local.setdefault(b, Counter())
-                local_calls[b] = counter[(mod, phase)]
-        for b in local_calls:
-            self.block_local[b][(mod, phase)] += 1
-        if not isinstance(value, Tensor):
-            names = [s.spec.name for s in slots if s.explicit]
-            if names:
-                raise TypeError(f"hook point(s) {names} on module {mod!r} carry a {type(value).__name__}, "
-                                "not a tensor; only tensor inputs/outputs can be captured or patched")
-            self.skipped.add(mod)  # selected by None/predicate: skip, and say so in cache.skipped
-            return None
-        out, changed, clone = value, False, None
-        for slot in slots:
-            call = self._matches(slot, global_call, local_calls)
-            if call is None:
-                continue
-            if self.mode == "capture":
-                if clone is None:
-                    clone = value.detach().clone()
-                self.acts[(slot.spec.name, call)] = (slot, clone)
-                if self.grad:
-                    self._watch_grad(slot, call, value)
-            else:
-                out = self._apply_patch(slot, out)
-                changed = True
-                self.applied.add((slot.record_as or slot.spec.name, call))
-        return out if changed else None
-
-    def _watch_grad(self, slot: _Slot, call: int, tensor: Tensor) -> None:
-        if not tensor.requires_grad:
-            return
-        key = (slot.spec.name, call)
-
-        def store(g: Tensor) -> None:
-            self.grads[key] = g.detach().clone()
-        tensor.register_hook(store)
-
-    # -- hooks ------------------------------------------------------------------------------
-    def _pre_hook(self, mod: str, slots: list[_Slot]):
-        def hook(module, args):
-            new = self._fire(mod, "pre", slots, args[0] if args else None)
-            return None if new is None else (new, *args[1:])
-        return hook
-
-    def _fwd_hook(self, mod: str, slots: list[_Slot]):
-        pass_through = any(s.spec.kind in ("shortcut", "shortcut_identity") for s in slots)
-
-        def hook(module, args, output):
-            # nn.Identity returns its input object: a gradient hook on it would see every
-            # consumer of x, not just this edge. A fresh tensor isolates the edge.
-            if self.grad and pass_through and args and output is args[0]:
-                output = output.clone()
-                new = self._fire(mod, "fwd", slots, output)
-                return output if new is None else new
-            return self._fire(mod, "fwd", slots, output)
-        return hook
-
-    # -- patching -------------------------------------------------------------------------
-    def _apply_patch(self, slot: _Slot, act: Tensor) -> Tensor:
-        spec = slot.spec
-        if slot.record_as is not None:
-            # identity skip: s(x) is the block input; add (s' - s) to f + s.
-            s = self.block_input[spec.block]
-            delta = self._resolve(spec, slot.value, s) - s
-            return act + self._masked(spec, delta, torch.zeros_like(delta))
-        new = self._resolve(spec, slot.value, act)
-        return self._masked(spec, new, act)
-
-    def _resolve(self, spec: PointSpec, value: PatchValue, act: Tensor) -> Tensor:
-        if callable(value) and not isinstance(value, Tensor):
-            new = value(act)
-            if not isinstance(new, Tensor):
-                raise TypeError(f"patch function for {spec.name!r} returned {type(new).__name__}, not a tensor")
-        else:
-            new = value
-        if new.shape != act.shape:
-            if new.dim() == act.dim() and new.shape[0] == 1 and new.shape[1:] == act.shape[1:]:
-                new = new.expand_as(act)
-            else:
-                raise ValueError(f"patch value for {spec.name!r} has shape {tuple(new.shape)} but the "
-                                 f"activation there has shape {tuple(act.shape)}")
-        # A fresh tensor: a later in-place op (timm's `x += shortcut`) must not write into it.
-        return new.to(device=act.device, dtype=act.dtype).clone()
-
-    def _masked(self, spec: PointSpec, new: Tensor, old: Tensor) -> Tensor:
-        if self.mask is None:
-            return new
-        spatial = tuple(old.shape[2:])
-        k = len(spatial)
-        m = self.mask
-        # read the mask against this activation: (*spatial), (N, *spatial) or (N, 1, *spatial)
-        if k == 0 or m.dim() not in (k, k + 1, k + 2) or (m.dim() == k + 2 and m.shape[1] != 1):
-            raise ValueError(f"mask of shape {tuple(m.shape)} does not fit point {spec.name!r} with "
-                             f"activation shape {tuple(old.shape)} ({k} spatial dims)")
-        m = m.reshape((-1, 1) + tuple(m.shape[m.dim() - k:]))
-        if m.shape[0] not in (1, old.shape[0]):
-            raise ValueError(f"mask batch {m.shape[0]} does not match batch {old.shape[0]} at "
-                             f"point {spec.name!r}")
-        key = (spatial, old.device)
-        if key not in self._mask_cache:
-            self._mask_cache[key] = resize_mask(m, spatial, mode="nearest").to(old.device)
-        return torch.where(self._mask_cache[key], new, old)
 
 
 class HookRegistry:
@@ -327,6 +82,8 @@ class HookRegistry:
 
     def __init__(self, model: nn.Module, adapters: Mapping[type | str, BlockAdapter] | None = None, *,
                  output: Output = None):
+        if not isinstance(model, nn.Module):
+            raise InputTypeError("model", type(model).__name__, "an nn.Module")
         self.net = as_audit_model(model, output)
         self.model = model.model if isinstance(model, AuditAdapter) else model
         self.adapters = dict(adapters or {})
@@ -381,14 +138,33 @@ class HookRegistry:
         self._add(PointSpec(a("resid"), name, "fwd", "resid", name))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logit-like scores for channels-first ``x`` (the model's declared interface applied)."""
-        return self.net(x)
+        """Logit-like scores for channels-first ``x`` (the model's declared interface applied).
+
+        The model runs in eval mode (a warning when it was in training mode), restored after.
+        """
+        x = self._input(x)
+        with model_state(self.model, warn="HookRegistry.forward"):
+            return self.net(x)
 
     __call__ = forward
 
     def probabilities(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """Class probabilities ``(N, K)`` for channels-first ``x`` (softmax of logits, or as declared)."""
-        return class_probabilities(self.net, x, dtype)
+        x = self._input(x)
+        with model_state(self.model, warn="HookRegistry.probabilities"):
+            return class_probabilities(self.net, x, dtype)
+
+    def _input(self, x: Tensor, name: str = "x") -> Tensor:
+        """``x`` checked at the door: an image batch (N, C, *spatial) by ``as_input`` (dtype cast to
+        the model's, channels against its first convolution, finite); a (N, F) or (N,) tensor of a
+        non-image model only for being finite and non-empty."""
+        if isinstance(x, Tensor) and x.dim() in (1, 2) and x.is_floating_point():
+            if x.shape[0] == 0:
+                raise ShapeError(name, f"shape {tuple(x.shape)}", "N >= 1 cases")
+            check_finite(x, name)
+            return x
+        # one memory layout: channels-last storage would run other kernels and change the last bits
+        return as_input(x, name, model=self.model).contiguous()
 
     # -- lookup ---------------------------------------------------------------------------
     def _spec(self, name: str) -> PointSpec:
@@ -396,39 +172,50 @@ class HookRegistry:
             raise unknown_point(name, self.points)
         return self._specs[name]
 
-    def point_info(self, name: str) -> PointSpec:
-        """Where point ``name`` (optionally ``#k``) is hooked: module, phase, kind, block."""
-        m = _INDEXED.match(name)
-        return self._spec(m["base"] if m and m["base"] in self._specs else name)
+    def point_info(self, name: str, *, arg: str = "name") -> PointSpec:
+        """Where point ``name`` (optionally ``#k``) is hooked: module, phase, kind, block.
 
-    def block_of(self, name: str) -> _Block:
+        An unknown name raises ``UnknownPointError`` (a ``KeyError``) naming ``arg``.
+        """
+        _check_name(name, arg)
+        m = _INDEXED.match(name)
+        base = m["base"] if m and m["base"] in self._specs else name
+        if base not in self._specs:
+            raise unknown_point(name, self.points, arg)
+        return self._specs[base]
+
+    def block_of(self, name: str, *, arg: str = "name") -> _Block:
         """The block record (adapter, branch/shortcut/act module names) of block ``name``."""
+        _check_name(name, arg)
         if name not in self._blocks:
-            raise unknown_point(name, self.blocks)
+            raise unknown_point(name, self.blocks, arg)
         return self._blocks[name]
 
     def anchors(self, block: str) -> list[str]:
         """The five anchor names of ``block``."""
-        self.block_of(block)
+        self.block_of(block, arg="block")
         return [join_point(block, a) for a in ANCHORS]
 
-    def _resolve_points(self, points: Points) -> list[_Slot]:
+    def _resolve_points(self, points: Points) -> list[Slot]:
         """Validate every name before any hook exists (unknown → KeyError with close matches)."""
         if points is None:
-            return [_Slot(self._specs[p], None, False) for p in self.points]
+            return [Slot(self._specs[p], None, False) for p in self.points]
         if callable(points) and not isinstance(points, str):
-            return [_Slot(self._specs[p], None, False) for p in self.points if points(p)]
+            return [Slot(self._specs[p], None, False) for p in self.points if points(p)]
         if isinstance(points, str):
             points = [points]
+        if not isinstance(points, Iterable) or isinstance(points, Mapping):
+            raise InputTypeError("points", type(points).__name__, "None, a name, a list of names or a predicate")
         return [self._slot(p, explicit=True) for p in points]
 
-    def _slot(self, name: str, explicit: bool, value: PatchValue | None = None) -> _Slot:
+    def _slot(self, name: str, explicit: bool, value: PatchValue | None = None, arg: str = "points") -> Slot:
+        _check_name(name, arg)
         if name in self._specs:
-            return _Slot(self._specs[name], None, explicit, value)
+            return Slot(self._specs[name], None, explicit, value)
         m = _INDEXED.match(name)
         if m is None or m["base"] not in self._specs:
-            raise unknown_point(name, self.points)
-        return _Slot(self._specs[m["base"]], int(m["k"]), explicit, value)
+            raise unknown_point(name, self.points, arg)
+        return Slot(self._specs[m["base"]], int(m["k"]), explicit, value)
 
     def hook_counts(self) -> dict[str, int]:
         """Number of forward/pre/backward hooks on every module (for checking clean-up)."""
@@ -453,32 +240,34 @@ class HookRegistry:
         A module that runs several times is stored as ``name#0``, ``name#1``... when selected by
         ``None``/predicate; asked for by its plain name it raises ``RuntimeError``.
         """
+        x = self._input(x)
         slots = self._resolve_points(points)
         if grad:
             for s in list(slots):
                 if s.spec.kind == "shortcut_identity":  # its gradient is resid_sum's
-                    slots.append(_Slot(self._spec(join_point(s.spec.block, "resid_sum")), s.index, False, hidden=True))
-        _warn_training(self.model)
-        if isinstance(self.net, AuditAdapter):
-            self.net.prepare(x)  # its one-time probe forward must not fire the capture hooks
-        session = _Session(self, "capture", slots, grad=grad)
-        session.install()
-        try:
-            if grad:
-                x_in = x.detach().clone().requires_grad_(True)
-                with torch.enable_grad():
-                    out = self.net(x_in)
-                    scalar = _scalar_target(out, target)
-                    torch.autograd.grad(scalar, [x_in], allow_unused=True)
-                out = _detach(out)
-            else:
-                with torch.no_grad():
-                    out = self.net(x)
-        finally:
-            session.remove()
+                    slots.append(Slot(self._spec(join_point(s.spec.block, "resid_sum")), s.index, False, hidden=True))
+        # eval mode: a training-mode forward would update BatchNorm statistics and capture dropout
+        with model_state(self.model, warn="HookRegistry.run_with_cache"):
+            if isinstance(self.net, AuditAdapter):
+                self.net.prepare(x)  # its one-time probe forward must not fire the capture hooks
+            session = Session(self, "capture", slots, grad=grad)
+            session.install()
+            try:
+                if grad:
+                    x_in = x.detach().clone().requires_grad_(True)
+                    with torch.enable_grad():
+                        out = self.net(x_in)
+                        scalar = _scalar_target(out, target)
+                        torch.autograd.grad(scalar, [x_in], allow_unused=True)
+                    out = _detach(out)
+                else:
+                    with torch.no_grad():
+                        out = self.net(x)
+            finally:
+                session.remove()
         return out, self._collect(session, grad)
 
-    def _collect(self, session: _Session, grad: bool) -> ActivationCache:
+    def _collect(self, session: Session, grad: bool) -> ActivationCache:
         counts: Counter = Counter()
         for (name, call) in session.acts:
             counts[name] = max(counts[name], call + 1)
@@ -527,12 +316,17 @@ class HookRegistry:
         Unknown names raise ``KeyError`` before any hook is registered; hooks are removed on
         exit, also when the body raises.
         """
-        slots = [self._slot(p, explicit=True, value=v) for p, v in patches.items()]
+        if not isinstance(patches, Mapping):
+            raise InputTypeError("patches", type(patches).__name__, "a mapping {point: tensor | fn}")
+        slots = [self._slot(p, explicit=True, value=v, arg="patches") for p, v in patches.items()]
         for s in slots:
             if not (callable(s.value) or isinstance(s.value, Tensor)):
-                raise TypeError(f"patch for {s.spec.name!r} must be a tensor or a callable, "
-                                f"got {type(s.value).__name__}")
-        session = _Session(self, "patch", slots, mask=_as_mask(mask))
+                raise InputTypeError(f"patches[{s.spec.name!r}]", type(s.value).__name__, "a tensor or a callable",
+                                     message=f"patch for {s.spec.name!r} (patches[{s.spec.name!r}]) must be a "
+                                             f"tensor or a callable, got {type(s.value).__name__}")
+            if isinstance(s.value, Tensor):
+                check_finite(s.value, f"patches[{s.spec.name!r}]")
+        session = Session(self, "patch", slots, mask=_as_mask(mask))
         session.install()
         try:
             yield self
@@ -565,22 +359,23 @@ def _detach(out):
 def _as_mask(mask) -> Tensor | None:
     if mask is None:
         return None
-    m = torch.as_tensor(mask)
+    m = mask.detach() if isinstance(mask, Tensor) else torch.as_tensor(to_numpy(mask, "mask"))
     if m.dtype != torch.bool:
+        check_finite(m, "mask")
         uniq = torch.unique(m)
         if not bool(((uniq == 0) | (uniq == 1)).all()):
-            raise ValueError(f"mask must be boolean (or 0/1); got dtype {m.dtype} with values {uniq[:5].tolist()}")
+            raise LabelError("mask", uniq[:5].tolist(), "boolean or 0/1",
+                             message=f"mask must be boolean (or 0/1); got dtype {m.dtype} with values "
+                                     f"{uniq[:5].tolist()}")
         m = m.bool()
     if m.dim() < 1:
-        raise ValueError(f"mask must have spatial dimensions, got shape {tuple(m.shape)}")
-    return m  # interpreted per activation in _Session._masked
+        raise ShapeError("mask", f"shape {tuple(m.shape)}", "spatial dimensions")
+    return m  # interpreted per activation in Session._masked
 
 
-def _warn_training(model: nn.Module) -> None:
-    if model.training:
-        warnings.warn("model is in training mode: dropout is active and BatchNorm running statistics "
-                      "will update during this forward; call model.eval() to audit the deployed model",
-                      stacklevel=3)
+def _check_name(name: object, arg: str) -> None:
+    if not isinstance(name, str):
+        raise InputTypeError(arg, type(name).__name__, "a point name (str)")
 
 
 def as_registry(model: "nn.Module | HookRegistry", output: Output = None) -> HookRegistry:
@@ -589,5 +384,6 @@ def as_registry(model: "nn.Module | HookRegistry", output: Output = None) -> Hoo
     if isinstance(model, HookRegistry):
         return model if output is None else HookRegistry(model.model, model.adapters, output=output)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module or a HookRegistry, got {type(model).__name__}")
+        raise InputTypeError("model", type(model).__name__, "an nn.Module or a HookRegistry",
+                             message=f"model must be an nn.Module or a HookRegistry, got {type(model).__name__}")
     return HookRegistry(model, output=output)

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from probes.core.model import ModelSnapshot
+from probes.core.errors import InputTypeError
+from probes.core.model import ModelSnapshot, model_state
 from probes.core.result import Result, long_frame
 
 if TYPE_CHECKING:
@@ -88,10 +89,27 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
 
     ``atol`` bounds every error (exact equality is expected: the model computes f + s with
     the same float ops the check repeats).  ``grad=True`` adds the gradient checks, with the
-    target ``output.sum()``.
+    target ``output.sum()``. ``x`` is checked at the door (``HookRegistry.forward``'s rules);
+    the model runs in eval mode (one warning when it was in training mode) and is restored.
     """
+    from probes.hooks.registry import HookRegistry  # the registry imports this module
+
+    if not isinstance(reg, HookRegistry):
+        raise InputTypeError("reg", type(reg).__name__, "a HookRegistry (HookRegistry(model))")
     model = reg.model
+    x = reg._input(x)
     snapshot = ModelSnapshot.take(model)
+    with model_state(model, warn="HookRegistry.verify"):
+        rows = _checks(reg, x, atol, grad)
+    diff = snapshot.diff(model)  # after the modes are restored: a switched mode is no change
+    rows.append(dict(check="model_unchanged", point="*", max_abs_err=0.0 if not diff else math.inf,
+                     passed=not diff))
+    frame = pd.DataFrame(rows, columns=["check", "point", "max_abs_err", "passed"])
+    return VerifyReport(frame, tuple(diff))
+
+
+def _checks(reg: "HookRegistry", x: Tensor, atol: float, grad: bool) -> list[dict]:
+    """Every check but ``model_unchanged``, as rows (check, point, max_abs_err, passed)."""
     rows: list[dict] = []
 
     def add(check: str, point: str, err: float) -> None:
@@ -125,7 +143,4 @@ def verify_registry(reg: "HookRegistry", x: Tensor, atol: float = 1e-5, grad: bo
         with torch.no_grad():
             patched = reg.forward(x)
     add("identity_patch", "*", _err(patched, plain))
-    diff = snapshot.diff(model)
-    add("model_unchanged", "*", 0.0 if not diff else math.inf)
-    frame = pd.DataFrame(rows, columns=["check", "point", "max_abs_err", "passed"])
-    return VerifyReport(frame, tuple(diff))
+    return rows

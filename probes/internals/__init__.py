@@ -14,8 +14,9 @@
 
 from probes.internals.geometry import (RoiDistances, cosine_distance, pooled_cosine_distances, roi_cosine_distances,
                                        roi_pool)
-from probes.internals.linear import FeatureSet, ProbeResult, extract_features, fit_linear_probes, gap, split_by_group
+from probes.internals.linear import FeatureSet, ProbeResult, extract_features, fit_linear_probes, gap
 from probes.internals.patching import PatchingResult, activation_patching, select_pairs
+from probes.internals.splits import split_by_group
 
 __all__ = ["extract_features", "fit_linear_probes", "split_by_group", "gap", "FeatureSet", "ProbeResult",
            "select_pairs", "activation_patching", "PatchingResult", "roi_cosine_distances",

@@ -25,38 +25,45 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from probes.core.errors import InputTypeError, LabelError, NonFiniteError, OptionError, ShapeError, warn_undefined
+from probes.core.model import model_device, model_state
 from probes.core.result import Result, Summary, long_frame, render_summary, tidy
-from probes.core.validate import as_case_ids, as_labels, check_choice
-from probes.hooks.registry import HookRegistry, as_registry
-from probes.core.model import model_device
+from probes.core.validate import as_case_ids, as_input, as_labels, check_choice, check_finite, shape_of
 from probes.hooks.points import as_points
+from probes.hooks.registry import HookRegistry
+from probes.internals._common import registry_of
+from probes.internals.splits import SPLITS, SplitSpec, split_by_group
 from probes.metrics.roc import auc
 
 __all__ = ["FeatureSet", "ProbeResult", "extract_features", "fit_linear_probes", "gap",
            "split_by_group"]
 
-SPLITS = ("train", "val", "test")
 # validation metric that chooses C → its sign in the minimised key (lower cross-entropy, higher AUC/accuracy)
 SELECT = {"cross_entropy": 1.0, "auc": -1.0, "accuracy": -1.0}
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
-SplitSpec = Union[Sequence[float], Mapping[Any, str], Sequence[str], np.ndarray]
 
 
 # ------------------------------------------------------------------------------ features
 def gap(act: Tensor) -> Tensor:
     """Global average pool ``(N, C, *spatial) -> (N, C)``: mean over all spatial positions.
 
-    A ``(N, C)`` activation (e.g. a linear layer) is returned as is.
+    A ``(N, C)`` activation (e.g. a linear layer) is returned as is. NaN/Inf are refused: a
+    pooled feature would hide where they came from.
     """
+    if not isinstance(act, Tensor):
+        raise InputTypeError("act", type(act).__name__, "a torch.Tensor (N, C, *spatial)",
+                             message=f"act must be a torch.Tensor (N, C, *spatial), got {type(act).__name__}")
     if act.dim() < 2:
-        raise ValueError(f"an activation must be at least (N, C), got shape {tuple(act.shape)}")
+        raise ShapeError("act", f"shape {tuple(act.shape)}", "(N, C) or (N, C, *spatial)",
+                         message=f"an activation must be at least (N, C), got shape {tuple(act.shape)} (act)")
+    check_finite(act, "act")
     return act if act.dim() == 2 else act.flatten(2).mean(-1)
 
 
@@ -136,17 +143,23 @@ def _unpack(batch: Any, keys: Mapping[str, str], start: int) -> tuple[Tensor, An
         y = batch[1] if len(batch) > 1 else None
         ids, grp = None, None
     else:
-        raise TypeError(f"a batch must be a tensor, a dict with {keys['image']!r}, or an (x, y) "
-                        f"tuple; got {type(batch).__name__}")
+        raise InputTypeError("loader", type(batch).__name__, "batches of tensors, dicts or (x, y) tuples",
+                             message=f"loader: a batch must be a tensor, a dict with {keys['image']!r}, or an "
+                                     f"(x, y) tuple; got {type(batch).__name__}")
     if not isinstance(x, Tensor) or x.dim() < 3:
-        raise ValueError(f"batch images must be a tensor (N, C, *spatial); got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        raise ShapeError("loader", shape_of(x), "(N, C, *spatial) batch images",
+                         message=f"loader: batch images must be a tensor (N, C, *spatial); got "
+                                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
     n = x.shape[0]
     ids = [str(start + i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    if len(ids) != n:
+        raise ShapeError("loader", f"{len(ids)} case ids", f"{n} (one per image of the batch)",
+                         message=f"loader: batch has {n} images but {len(ids)} case ids")
     if y is not None:
         y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y).reshape(-1)
         if y.shape[0] != n:
-            raise ValueError(f"batch has {n} images but {y.shape[0]} labels")
+            raise ShapeError("loader", f"{y.shape[0]} labels", f"{n} (one per image of the batch)",
+                             message=f"loader: batch has {n} images but {y.shape[0]} labels")
     grp = None if grp is None else [str(g) for g in grp]
     return x, y, ids, grp
 
@@ -218,12 +231,15 @@ def extract_features(model: nn.Module | HookRegistry, loader: Iterable[Any], poi
 
     Args:
         model: an ``nn.Module`` or a ``HookRegistry`` on it; the model runs under
-            ``torch.no_grad`` in its current mode (``eval()`` it first), with its declared input
-            layout, and is left as found.
+            ``torch.no_grad`` in eval mode (a training-mode model is switched, with a warning,
+            and restored: ``probes.core.model_state``), with its declared input layout, and is
+            left as found.
         loader: any iterable of batches: dicts (``image``/``label``/``case_id``/``patient_id``
             keys, e.g. ``audit.data.CohortDataset`` through a DataLoader), ``(x, y)`` tuples
             or bare tensors ``(N, C, *spatial)``. Missing ids become running row numbers;
-            missing groups default to the case ids.
+            missing groups default to the case ids. Images are checked like any input
+            (``probes.core.validate.as_input``: channels against the model, finite values, cast
+            to the model's dtype).
         points: hook point name(s), e.g. ``[f"{b}.resid" for b in HookRegistry(model).blocks]``.
         cache_dir: if given, write one ``.npy`` per point plus ``manifest.parquet`` (case_id,
             label, group, row) and ``features.json`` (point → file, model fingerprint); a later
@@ -233,7 +249,7 @@ def extract_features(model: nn.Module | HookRegistry, loader: Iterable[Any], poi
     Returns:
         FeatureSet with ``float32`` arrays; ``GAP(a)_c = (1/P) Σ_p a_{c,p}``.
     """
-    reg = as_registry(model)
+    reg = registry_of(model)
     points = as_points(reg, points)
     folder = Path(cache_dir) if cache_dir is not None else None
     fp = _fingerprint(reg.model) if folder is not None else ""
@@ -248,88 +264,38 @@ def extract_features(model: nn.Module | HookRegistry, loader: Iterable[Any], poi
     labels: list[np.ndarray] = []
     groups: list[str] = []
     has_labels = has_groups = None
-    batches = [loader] if isinstance(loader, Tensor) else loader
-    for batch in batches:
-        x, y, bid, grp = _unpack(batch, keys, len(ids))
-        if has_labels is None:
-            has_labels, has_groups = y is not None, grp is not None
-        if (y is not None) != has_labels or (grp is not None) != has_groups:
-            raise ValueError(f"batch starting at row {len(ids)} differs from the first batch in "
-                             "whether it carries labels/groups")
-        _, cache = reg.run_with_cache(x.to(device), points=points)
-        for p in points:
-            feats[p].append(gap(cache[p]).float().cpu().numpy())
-        ids.extend(bid)
-        groups.extend(grp if grp is not None else bid)
-        if y is not None:
-            labels.append(y)
+    if isinstance(loader, (Tensor, np.ndarray)):
+        batches: Iterable[Any] = [loader]
+    elif isinstance(loader, Iterable) and not isinstance(loader, (str, bytes, Mapping)):
+        batches = loader
+    else:
+        raise InputTypeError("loader", type(loader).__name__, "an iterable of batches or a tensor",
+                             message=f"loader must be an iterable of batches or a tensor (N, C, *spatial), "
+                                     f"got {type(loader).__name__}")
+    with model_state(reg.model, warn="extract_features"):
+        for bi, batch in enumerate(batches):
+            x, y, bid, grp = _unpack(batch, keys, len(ids))
+            x = as_input(x, "loader" if bi == 0 else f"loader (batch {bi})", model=reg.model)
+            if has_labels is None:
+                has_labels, has_groups = y is not None, grp is not None
+            if (y is not None) != has_labels or (grp is not None) != has_groups:
+                raise ShapeError("loader", f"batch {bi}", "every batch carrying labels/groups alike",
+                                 message=f"loader: batch starting at row {len(ids)} differs from the first "
+                                         "batch in whether it carries labels/groups")
+            _, cache = reg.run_with_cache(x.to(device), points=points)
+            for p in points:
+                feats[p].append(gap(cache[p]).float().cpu().numpy())
+            ids.extend(bid)
+            groups.extend(grp if grp is not None else bid)
+            if y is not None:
+                labels.append(y)
     if not ids:
-        raise ValueError("loader yielded no batches")
+        raise ShapeError("loader", "no batches", "at least one batch", message="loader yielded no batches")
     fs = FeatureSet({p: np.concatenate(v) for p, v in feats.items()}, np.array(ids, object),
                     np.concatenate(labels) if has_labels else None, np.array(groups, object))
     if folder is not None:
         _write_cache(folder, fs, fp)
     return fs
-
-
-# -------------------------------------------------------------------------------- splits
-def split_by_group(groups: Sequence[Any], split: SplitSpec = (0.6, 0.2, 0.2), *,
-                   labels: Sequence[Any] | None = None, seed: int = 0) -> np.ndarray:
-    """Per-sample split names ("train"/"val"/"test"), with every group in exactly one split.
-
-    ``split`` is (a) three fractions of *groups* — a seeded shuffle of the patients, stratified
-    by the patient's label when ``labels`` are given and constant within each patient, then
-    cumulative rounding per stratum; (b) a mapping group → split name covering every group; or
-    (c) per-sample split names. A group found in two splits raises ``ValueError``.
-    """
-    g = np.asarray([str(v) for v in groups], object)
-    n = len(g)
-    if isinstance(split, Mapping):
-        keys = {str(k): v for k, v in split.items()}
-        missing = sorted(set(g) - set(keys))
-        if missing:
-            raise ValueError(f"split mapping lacks {len(missing)} group(s), e.g. {missing[:5]}")
-        out = np.array([keys[v] for v in g], object)
-    else:
-        arr = np.asarray(split, dtype=object)
-        if arr.ndim == 1 and arr.shape[0] == 3 and all(isinstance(v, (float, int, np.number))
-                                                       and not isinstance(v, bool) for v in arr):
-            out = _fraction_split(g, np.asarray(arr, float), labels, seed)
-        elif arr.ndim == 1 and arr.shape[0] == n:
-            out = np.array([str(v) for v in arr], object)
-        else:
-            raise ValueError(f"split must be 3 fractions, a group→split mapping or {n} per-sample "
-                             f"split names; got shape {arr.shape}")
-    bad = sorted(set(out) - set(SPLITS))
-    if bad:
-        raise ValueError(f"split names must be {SPLITS}; got {bad[:5]}")
-    frame = pd.DataFrame({"g": g, "s": out})
-    per = frame.groupby("g")["s"].nunique()
-    leak = per[per > 1].index.tolist()
-    if leak:
-        where = frame[frame.g.isin(leak[:3])].groupby("g")["s"].unique().to_dict()
-        raise ValueError(f"{len(leak)} group(s) (patients) appear in more than one split, which "
-                         f"leaks patients between train/val/test: {where}")
-    return out
-
-
-def _fraction_split(g: np.ndarray, fr: np.ndarray, labels, seed: int) -> np.ndarray:
-    if (fr < 0).any() or not np.isclose(fr.sum(), 1.0) or (fr[1:] == 0).any() or fr[0] == 0:
-        raise ValueError(f"split fractions must be three positive numbers summing to 1, got {tuple(fr)}")
-    uniq = np.array(sorted(set(g)), object)
-    strata = {0: uniq}
-    if labels is not None:
-        lab = pd.Series(np.asarray(labels)).groupby(g).agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
-        if lab.notna().all():
-            strata = {k: np.array(sorted(v.index), object) for k, v in lab.groupby(lab)}
-    rng = np.random.default_rng(seed)
-    assign: dict[str, str] = {}
-    for key in sorted(strata, key=str):
-        pats = strata[key][rng.permutation(len(strata[key]))]
-        cuts = np.round(np.cumsum(fr) * len(pats)).astype(int)
-        for i, p in enumerate(pats):
-            assign[p] = SPLITS[int(np.searchsorted(cuts, i, side="right"))]
-    return np.array([assign[v] for v in g], object)
 
 
 # -------------------------------------------------------------------------------- probes
@@ -338,7 +304,9 @@ class ProbeResult(Result):
     """Linear-probe results.
 
     ``table`` (native): columns point, task ("real" | "control"), split, metric (auc,
-    accuracy, cross_entropy, n_samples, n_patients), value and C (chosen on val).
+    accuracy, cross_entropy, n_samples, n_patients), value, C (chosen on val; NaN when no
+    probe could be fit) and reason (why a value is NaN: a split that is empty or has one class
+    only; "" where defined).
     ``assignment``: row, case_id, group, split, label, control_label for every sample.
     ``val_curve``: point, task, C, val metrics per candidate C (the selection trace).
     """
@@ -351,7 +319,7 @@ class ProbeResult(Result):
     title: ClassVar[str] = "Linear probes"
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy long copy: point, task, split, C (the probe's chosen C), ``metric``, ``value``."""
+        """Tidy long copy: point, task, split, C (the probe's chosen C), reason, ``metric``, ``value``."""
         return tidy(self.table)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -367,7 +335,7 @@ class ProbeResult(Result):
         """One row per (point, task): ``<split>_<metric>`` columns plus C, points in order."""
         t = self.table
         w = t.pivot_table(index=["point", "task"], columns=["split", "metric"], values="value",
-                          sort=False)
+                          sort=False, dropna=False)  # an undefined metric stays as a NaN column
         w.columns = [f"{s}_{m}" for s, m in w.columns]
         c = t.groupby(["point", "task"], sort=False)["C"].first()
         return w.join(c).reset_index()
@@ -415,20 +383,28 @@ def _control_labels(y: np.ndarray, g: np.ndarray, s: np.ndarray, seed: int) -> t
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """AUC (Mann–Whitney), accuracy at p ≥ 0.5 and mean cross-entropy −[y ln p + (1−y) ln(1−p)]."""
+    """AUC (Mann–Whitney), accuracy at p ≥ 0.5 and mean cross-entropy −[y ln p + (1−y) ln(1−p)].
+
+    NaN where undefined: every metric of an empty split, the AUC of a split with one class.
+    """
+    if len(y) == 0:
+        return {"auc": float("nan"), "accuracy": float("nan"), "cross_entropy": float("nan")}
     pc = np.clip(p, 1e-15, 1 - 1e-15)
-    return {"auc": auc(y, p), "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
+    return {"auc": auc(y, p) if len(np.unique(y)) == 2 else float("nan"),
+            "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
             "cross_entropy": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean())}
 
 
 def _fit_one(X: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], Cs: Sequence[float],
              select: str, max_iter: int, seed: int):
+    """(C, scores per split, val trace, unconverged Cs); C is None when no C can be chosen
+    (the validation metric is undefined for every candidate)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(X[idx["train"]])  # train rows only
-    Z = {k: scaler.transform(X[v]) for k, v in idx.items()}
+    Z = {k: scaler.transform(X[v]) if len(v) else X[v] for k, v in idx.items()}
     trace, best, unconverged = [], None, []
     for C in Cs:
         with warnings.catch_warnings(record=True) as caught:
@@ -436,14 +412,46 @@ def _fit_one(X: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], Cs: Seque
             clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(Z["train"], y[idx["train"]])
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             unconverged.append(C)
-        m = _metrics(y[idx["val"]], clf.predict_proba(Z["val"])[:, 1])  # val rows only
+        pv = clf.predict_proba(Z["val"])[:, 1] if len(idx["val"]) else np.empty(0)
+        m = _metrics(y[idx["val"]], pv)  # val rows only
         trace.append({"C": C, **m})
         key = SELECT[select] * m[select]
-        if best is None or key < best[0] - 1e-12:
+        if np.isfinite(key) and (best is None or key < best[0] - 1e-12):
             best = (key, C, clf)
+    if best is None:
+        return None, None, trace, unconverged
     _, C, clf = best
-    scores = {k: _metrics(y[v], clf.predict_proba(Z[k])[:, 1]) for k, v in idx.items()}  # test once
+    scores = {k: _metrics(y[v], clf.predict_proba(Z[k])[:, 1] if len(v) else np.empty(0))
+              for k, v in idx.items()}  # test once
     return C, scores, trace, unconverged
+
+
+def _split_problems(y: np.ndarray, idx: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """Why a split cannot score a probe: empty, or one class only (no AUC, and no fit in train)."""
+    out = {}
+    for k, v in idx.items():
+        classes = np.unique(y[v])
+        if len(v) == 0:
+            out[k] = f"split {k!r} is empty"
+        elif len(classes) < 2:
+            out[k] = f"split {k!r} has {len(v)} sample(s) of class(es) {classes.tolist()} only"
+    return out
+
+
+def _probe_rows(point: str, task: str, C: float | None, scores: Mapping[str, dict] | None,
+                counts: Mapping[str, tuple[int, int]], problems: Mapping[str, str], why_none: str) -> list[dict]:
+    """Tidy rows of one probe; each NaN metric carries its reason."""
+    rows = []
+    for k in SPLITS:
+        for m in ("auc", "accuracy", "cross_entropy"):
+            v = float("nan") if scores is None else scores[k][m]
+            reason = "" if np.isfinite(v) else (why_none if scores is None else problems.get(k, "undefined"))
+            rows.append({"point": point, "task": task, "split": k, "metric": m, "value": float(v),
+                         "C": float("nan") if C is None else C, "reason": reason})
+        for m, v in (("n_samples", counts[k][0]), ("n_patients", counts[k][1])):
+            rows.append({"point": point, "task": task, "split": k, "metric": m, "value": float(v),
+                         "C": float("nan") if C is None else C, "reason": ""})
+    return rows
 
 
 def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] | None = None,
@@ -468,39 +476,68 @@ def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] 
     Protocol: ``z = (x − μ_train) / σ_train``; ``p = σ(wᵀz + b)`` minimising
     ``½‖w‖² + C Σ_train CE``; metrics per split: AUC (Mann–Whitney, ties ½), accuracy at
     ``p ≥ 0.5`` and mean cross-entropy. Returns a :class:`ProbeResult`.
+
+    A split too small to test is not an error but an undefined number: with one class only (or
+    no sample) in train no probe is fit and every metric is NaN; in val the AUC is NaN (and C,
+    when chosen by AUC or accuracy, cannot be chosen); in test the AUC is NaN. Each NaN carries
+    its reason in the ``reason`` column and one ``UndefinedValueWarning`` is raised.
     """
     if isinstance(features, FeatureSet):
         labels = features.labels if labels is None else labels
         groups = features.groups if groups is None else groups
         case_ids = features.case_ids if case_ids is None else case_ids
     if not isinstance(features, Mapping) or not features:
-        raise ValueError("features must be a non-empty mapping point → (N, C) array")
-    arrays = {str(p): np.asarray(a, dtype=np.float64) for p, a in features.items()}
-    n = next(iter(arrays.values())).shape[0]
+        raise InputTypeError("features", type(features).__name__, "a non-empty mapping point → (N, C) array",
+                             message="features must be a non-empty mapping point → (N, C) array, got "
+                                     f"{type(features).__name__}")
+    arrays: dict[str, np.ndarray] = {}
+    for p, a in features.items():
+        a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
+        if a.dtype.kind not in "biuf":
+            raise InputTypeError(f"features[{p!r}]", f"dtype {a.dtype}", "a numeric (N, C) array")
+        arrays[str(p)] = a.astype(np.float64)
+    n = next(iter(arrays.values())).shape[0] if next(iter(arrays.values())).ndim else 0
     for p, a in arrays.items():
-        if a.ndim != 2 or a.shape[0] != n:
-            raise ValueError(f"features[{p!r}] must be (N, C) with N = {n}, got shape {a.shape}")
+        if a.ndim != 2 or a.shape[0] != n or n == 0:
+            raise ShapeError(f"features[{p!r}]", f"shape {a.shape}", f"(N, C) with N = {n} >= 1",
+                             message=f"features[{p!r}] must be (N, C) with N = {n} >= 1, got shape {a.shape}")
         if not np.isfinite(a).all():
-            raise ValueError(f"features[{p!r}] contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
+            raise NonFiniteError(f"features[{p!r}]", f"{int((~np.isfinite(a)).sum())} NaN/inf value(s)",
+                                 "finite values",
+                                 message=f"features[{p!r}] contains {int((~np.isfinite(a)).sum())} NaN/inf value(s)")
     if labels is None:
-        raise ValueError("labels are required (none given and the features carry none)")
+        raise LabelError("labels", None, "0/1 per sample",
+                         message="labels are required (none given and the features carry none)")
+    if hasattr(labels, "__len__") and not isinstance(labels, (str, bytes)) and np.ndim(labels) == 1 \
+            and len(labels) != n:
+        raise ShapeError("labels", f"{len(labels)} entries", f"{n} (the rows of features)",
+                         message=f"labels has {len(labels)} entries for the {n} rows of features")
     y = as_labels(labels, n, binary=True)
     ids = as_case_ids(case_ids, n)
+    if groups is not None and (isinstance(groups, (str, bytes)) or np.ndim(groups) != 1):
+        raise ShapeError("groups", shape_of(groups), f"one entry per sample ({n})",
+                         message=f"groups must have one entry per sample ({n}), got {shape_of(groups)}")
     g = np.asarray([str(v) for v in (groups if groups is not None else range(n))], object)
     if g.shape != (n,):
-        raise ValueError(f"groups must have one entry per sample ({n}), got shape {g.shape}")
+        raise ShapeError("groups", f"shape {g.shape}", f"one entry per sample ({n})",
+                         message=f"groups must have one entry per sample ({n}), got shape {g.shape}")
     check_choice(select, "select", list(SELECT))
-    Cs = [float(c) for c in Cs]
+    try:
+        Cs = [float(c) for c in Cs]
+    except (TypeError, ValueError):
+        raise OptionError("Cs", repr(Cs), "positive finite numbers") from None
     if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
-        raise ValueError(f"Cs must be positive finite numbers, got {Cs}")
+        raise OptionError("Cs", Cs, "positive finite numbers", message=f"Cs must be positive finite numbers, got {Cs}")
     s = split_by_group(g, split, labels=y, seed=seed)
     idx = {k: np.flatnonzero(s == k) for k in SPLITS}
-    for k, v in idx.items():
-        classes = np.unique(y[v])
-        if len(classes) < 2:
-            raise ValueError(f"split {k!r} has {len(v)} sample(s) of class(es) {classes.tolist()} "
-                             "only; a probe needs both classes in train, val and test (use more "
-                             "patients or other fractions)")
+    # a split without both classes cannot score a probe: its numbers are NaN with the reason
+    problems = _split_problems(y, idx)
+    if "train" in problems:
+        why_none = f"no probe could be fit: {problems['train']}"
+    elif "val" in problems and select != "cross_entropy":
+        why_none = f"C cannot be chosen by validation {select}: {problems['val']}"
+    else:
+        why_none = "no C has a defined validation metric"
     tasks = {"real": y}
     notes: list[str] = []
     yc = None
@@ -514,17 +551,21 @@ def fit_linear_probes(features: Mapping[str, np.ndarray], labels: Sequence[int] 
     with threadpool_limits(limits=1):
         for p, X in arrays.items():
             for task, yy in tasks.items():
-                C, scores, trace, bad = _fit_one(X, yy, idx, Cs, select, max_iter, seed)
-                unconv += [f"{p}/{task}/C={c:g}" for c in bad]
-                curve += [{"point": p, "task": task, **t} for t in trace]
-                for k in SPLITS:
-                    vals = {**scores[k], "n_samples": counts[k][0], "n_patients": counts[k][1]}
-                    rows += [{"point": p, "task": task, "split": k, "metric": m, "value": float(v), "C": C}
-                             for m, v in vals.items()]
+                if "train" in problems:
+                    C, scores = None, None
+                else:
+                    C, scores, trace, bad = _fit_one(X, yy, idx, Cs, select, max_iter, seed)
+                    unconv += [f"{p}/{task}/C={c:g}" for c in bad]
+                    curve += [{"point": p, "task": task, **t} for t in trace]
+                rows += _probe_rows(p, task, C, scores, counts, problems, why_none)
     if unconv:
         warnings.warn(f"logistic regression did not converge in {max_iter} iterations for "
                       f"{len(unconv)} fit(s), e.g. {unconv[:4]}", stacklevel=2)
         notes.append(f"note: {len(unconv)} fit(s) did not converge")
+    table = pd.DataFrame(rows)
+    warn_undefined("fit_linear_probes", table.loc[table["value"].isna(), "reason"])
+    notes += [f"note: {v}; its metrics that need it are NaN" for v in problems.values()]
     assignment = pd.DataFrame({"row": np.arange(n), "case_id": ids, "group": g, "split": s, "label": y,
                                "control_label": yc if yc is not None else pd.NA})
-    return ProbeResult(pd.DataFrame(rows), assignment, pd.DataFrame(curve), select, tuple(notes))
+    curve_cols = ["point", "task", "C", "auc", "accuracy", "cross_entropy"]
+    return ProbeResult(table, assignment, pd.DataFrame(curve, columns=curve_cols), select, tuple(notes))

@@ -56,14 +56,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from probes.core.model import Output, output_probabilities
+from probes.core.errors import (InputTypeError, LabelError, NonFiniteError, OptionError, ShapeError,
+                                warn_undefined)
+from probes.core.model import Output, model_state, output_probabilities
 from probes.core.resize import resize_mask
 from probes.core.result import Result, long_frame
 from probes.core.stats import bootstrap_indices
 from probes.core.validate import (Target, as_input, as_labels, as_mask, as_targets, check_alpha, check_choice,
-                                  check_class_range, check_int)
-from probes.hooks.registry import HookRegistry, as_registry
+                                  check_class_range, check_int, shape_of, to_numpy)
 from probes.hooks.points import as_points
+from probes.hooks.registry import HookRegistry
+from probes.internals._common import registry_of
 
 __all__ = ["select_pairs", "activation_patching", "PatchingResult", "DIRECTIONS", "CONTROLS"]
 
@@ -73,6 +76,8 @@ DIRECTIONS = ("x->x_base", "x_base->x")
 CONTROLS = ("full", "complement", "random")
 ROI_FROM = ("donor", "recipient", "union")
 ID_COLUMNS = ["pair", "point", "direction", "roi", "control", "draw"]
+# why a row's p_after and delta are NaN ("" where defined)
+REASON = "reason"
 VALUE_COLUMNS = ["coverage", "p_before", "p_after", "delta"]
 EFFECT_KEYS = ["point", "direction", "roi", "control"]
 EFFECT_VALUES = ["n_pairs", "mean_delta", "ci_low", "ci_high", "mean_coverage", "mean_p_before", "mean_p_after"]
@@ -102,23 +107,41 @@ def select_pairs(probs: np.ndarray | Tensor, labels: Sequence[int] | np.ndarray,
         ``x_base`` (row indices into ``probs``), ``p_x`` = p(x_label | x), ``p_x_base`` =
         p(x_base_label | x_base). Empty (with a warning) when no pair qualifies.
     """
-    p = probs.detach().cpu().double().numpy() if isinstance(probs, Tensor) else np.asarray(probs, float)
+    if not isinstance(probs, (Tensor, np.ndarray, list, tuple, pd.Series)):
+        raise InputTypeError("probs", type(probs).__name__, "an (N, K) or (N,) array of probabilities")
+    p = to_numpy(probs, "probs")
+    if p.dtype.kind not in "biuf":
+        raise InputTypeError("probs", f"dtype {p.dtype}", "probabilities in [0, 1]")
+    p = p.astype(np.float64)
     if p.ndim == 1:
         p = np.stack([1 - p, p], axis=1)
     if p.ndim != 2 or p.shape[0] == 0:
-        raise ValueError(f"probs must be (N, K) or (N,), got shape {np.shape(probs)}")
-    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
-        raise ValueError("probs must be finite probabilities in [0, 1] (got NaN/Inf or values "
-                         f"outside; min {np.nanmin(p):.3g}, max {np.nanmax(p):.3g})")
+        raise ShapeError("probs", f"shape {np.shape(p)}", "(N, K) or (N,) with N >= 1",
+                         message=f"probs must be (N, K) or (N,), got shape {shape_of(probs)}")
+    if not np.isfinite(p).all():
+        raise NonFiniteError("probs", "NaN/Inf", "finite probabilities in [0, 1]",
+                             message="probs must be finite probabilities in [0, 1] (got NaN/Inf)")
+    if (p < 0).any() or (p > 1).any():
+        raise OptionError("probs", f"min {p.min():.3g}, max {p.max():.3g}", "probabilities in [0, 1]",
+                          message="probs must be finite probabilities in [0, 1] (got values outside; "
+                                  f"min {p.min():.3g}, max {p.max():.3g})")
     y = as_labels(labels, p.shape[0], binary=False)
     k = p.shape[1]
+    outside = np.unique(y[(y < 0) | (y >= k)])
+    if outside.size:
+        raise LabelError("labels", outside[:5].tolist(), f"classes 0..{k - 1} (the columns of probs)",
+                         message=f"labels {outside[:5].tolist()} are not classes of probs with {k} columns")
     for name, c in (("x_label", x_label), ("x_base_label", x_base_label)):
-        if not 0 <= c < k:
-            raise ValueError(f"{name}={c} is not a class of probs with {k} columns")
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < k:
+            raise OptionError(name, repr(c), f"a class 0..{k - 1}",
+                              message=f"{name}={c!r} is not a class of probs with {k} columns")
     if x_label == x_base_label:
-        raise ValueError(f"x_label and x_base_label must differ, both are {x_label}")
-    if not 0 < min_confidence <= 1:
-        raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}")
+        raise OptionError("x_base_label", x_base_label, "a class other than x_label",
+                          message=f"x_label and x_base_label must differ, both are {x_label}")
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float, np.floating)) \
+            or not 0 < min_confidence <= 1:
+        raise OptionError("min_confidence", repr(min_confidence), "a number in (0, 1]",
+                          message=f"min_confidence must be in (0, 1], got {min_confidence!r}")
     if n_pairs is not None:
         check_int(n_pairs, "n_pairs")
     pred = p.argmax(1)
@@ -144,7 +167,9 @@ class PatchingResult(Result):
 
     ``table`` (wide, native): ``pair``, ``point``, ``direction``, ``roi`` ("full" or the ROI
     name), ``control`` ("none", "complement", "random"), ``draw``, ``coverage`` (fraction of
-    feature-map positions grafted), ``p_before``, ``p_after``, ``delta``. ``target``: the class
+    feature-map positions grafted), ``p_before``, ``p_after``, ``delta``, and ``reason`` (why
+    ``p_after`` and ``delta`` are NaN — nothing grafted, or a model output that is not finite;
+    ``""`` where defined). ``target``: the class
     whose probability ``p`` is (an int, or one class per pair).
     """
 
@@ -153,9 +178,12 @@ class PatchingResult(Result):
     title: ClassVar[str] = "Activation patching: mean Δp of the target class per point"
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy long copy: pair, point, direction, roi, control, draw, ``metric`` (coverage,
-        p_before, p_after, delta), ``value``."""
-        return long_frame(self.table, ID_COLUMNS, VALUE_COLUMNS)
+        """Tidy long copy: pair, point, direction, roi, control, draw, reason, ``metric``
+        (coverage, p_before, p_after, delta), ``value``; the reason is kept for NaN values only."""
+        t = self.table if REASON in self.table else self.table.assign(reason="")
+        df = long_frame(t, ID_COLUMNS + [REASON], VALUE_COLUMNS)
+        df.loc[df["value"].notna(), REASON] = ""
+        return df
 
     def effects(self, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
         """Mean Δp per point, direction, ROI and control, with percentile bootstrap CIs over pairs.
@@ -201,14 +229,9 @@ class PatchingResult(Result):
 
 # ----------------------------------------------------------------------------- ROI masks
 def _as_roi(value: ROI, name: str, shape: tuple[int, ...]) -> Tensor:
-    """One ROI → ``(n, 1, *spatial)`` bool tensor at the inputs' resolution; warns on empty rows."""
-    m = torch.from_numpy(as_mask(value, shape, name, "x", binary=True))
-    n = shape[0]
-    empty = np.flatnonzero(~m.reshape(n, -1).any(1).numpy())
-    if len(empty):
-        warnings.warn(f"{name} is empty for pair(s) {empty[:10].tolist()}: ROI patching leaves "
-                      "those pairs unchanged (delta 0)", stacklevel=4)
-    return m[:, None]
+    """One ROI → ``(n, 1, *spatial)`` bool tensor at the inputs' resolution (an empty row grafts
+    nothing: its rows are NaN with a reason, see :func:`activation_patching`)."""
+    return torch.from_numpy(as_mask(value, shape, name, "x", binary=True))[:, None]
 
 
 def _roi_masks(masks: Masks, shape: tuple[int, ...], roi_from: str) -> dict[str, Tensor]:
@@ -219,16 +242,19 @@ def _roi_masks(masks: Masks, shape: tuple[int, ...], roi_from: str) -> dict[str,
     if masks is None:
         return {}
     if not isinstance(masks, Mapping) or not masks:
-        raise ValueError(f"masks must be a non-empty mapping roi name → ROI or (ROI of x, ROI of x_base), "
-                         f"got {type(masks).__name__}; one ROI is masks={{'roi': mask}}")
+        raise InputTypeError("masks", type(masks).__name__, "a non-empty mapping roi name → ROI",
+                             message=f"masks must be a non-empty mapping roi name → ROI or (ROI of x, ROI of "
+                                     f"x_base), got {type(masks).__name__}; one ROI is masks={{'roi': mask}}")
     out = {}
     for name, value in masks.items():
         if not isinstance(name, str) or not name or name == "full":
-            raise ValueError(f"masks names must be non-empty strings other than 'full', got {name!r}")
+            raise OptionError("masks", repr(name), "ROI names: non-empty strings other than 'full'",
+                              message=f"masks names must be non-empty strings other than 'full', got {name!r}")
         if isinstance(value, tuple):
             if len(value) != 2:
-                raise ValueError(f"masks[{name!r}]: a tuple must be (ROI of x, ROI of x_base), "
-                                 f"got {len(value)} items")
+                raise ShapeError(f"masks[{name!r}]", f"{len(value)} items", "(ROI of x, ROI of x_base)",
+                                 message=f"masks[{name!r}]: a tuple must be (ROI of x, ROI of x_base), "
+                                         f"got {len(value)} items")
             rx = _as_roi(value[0], f"masks[{name!r}][0]", shape)
             rb = _as_roi(value[1], f"masks[{name!r}][1]", shape)
         else:
@@ -275,7 +301,8 @@ def _capture(reg: HookRegistry, x: Tensor, points: list[str], batch_size: int) -
     for lo in range(0, len(x), batch_size):
         out, cache = reg.run_with_cache(x[lo:lo + batch_size], points=points)
         if not isinstance(out, Tensor):
-            raise TypeError(f"model output must be a tensor, got {type(out).__name__}")
+            raise InputTypeError("model", f"output of type {type(out).__name__}", "a tensor of class scores",
+                                 message=f"model output must be a tensor, got {type(out).__name__}")
         outs.append(out)
         for p in points:
             parts[p].append(cache[p])
@@ -285,21 +312,22 @@ def _capture(reg: HookRegistry, x: Tensor, points: list[str], batch_size: int) -
     return acts, _forward_batches(reg, x, batch_size)
 
 
-def _check_pair_inputs(x: Any, x_base: Any) -> None:
-    for name, t in (("x", x), ("x_base", x_base)):
-        as_input(t, name)
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN/Inf")
+def _check_pair_inputs(x: Any, x_base: Any, model: nn.Module) -> tuple[Tensor, Tensor]:
+    """Both inputs checked (finite, channels of the model, cast to its dtype) and of one shape."""
+    x, x_base = as_input(x, "x", model=model), as_input(x_base, "x_base", model=model)
     if x.shape != x_base.shape:
-        raise ValueError(f"x {tuple(x.shape)} and x_base {tuple(x_base.shape)} must have the same shape "
-                         "(pair i = x[i], x_base[i])")
+        raise ShapeError("x_base", f"shape {tuple(x_base.shape)}", f"the shape of x {tuple(x.shape)}",
+                         message=f"x {tuple(x.shape)} and x_base {tuple(x_base.shape)} must have the same shape "
+                                 "(pair i = x[i], x_base[i])")
+    return x, x_base
 
 
 def _check_subset(values: Sequence[str], name: str, allowed: Sequence[str], *, empty_ok: bool) -> tuple[str, ...]:
     values = tuple(values)
     if (not values and not empty_ok) or any(v not in allowed for v in values) or len(set(values)) != len(values):
-        raise ValueError(f"{name} must be a {'' if empty_ok else 'non-empty '}subset of {tuple(allowed)} "
-                         f"without repeats, got {values}")
+        raise OptionError(name, values, f"a subset of {tuple(allowed)}",
+                          message=f"{name} must be a {'' if empty_ok else 'non-empty '}subset of "
+                                  f"{tuple(allowed)} without repeats, got {values}")
     return values
 
 
@@ -318,8 +346,10 @@ def activation_patching(model: nn.Module | HookRegistry, x: Tensor, target: Targ
     ``target=1`` a transfer is ``delta > 0`` in ``"x->x_base"`` and ``< 0`` in ``"x_base->x"``).
 
     Args:
-        model: an ``nn.Module`` or a ``HookRegistry`` on it (eval mode recommended; left as
-            found). Its declared interface (input layout, output kind) is honoured.
+        model: an ``nn.Module`` or a ``HookRegistry`` on it; it runs in eval mode (a
+            training-mode model is switched, with a warning, and restored:
+            ``probes.core.model_state``) and is left as found. Its declared interface (input
+            layout, output kind) is honoured.
         x: ``(N, C, *spatial)`` inputs, the donors of ``"x->x_base"``.
         target: the class whose probability ``p`` is reported: an int, or one class per pair.
         x_base: ``(N, C, *spatial)`` inputs, the recipients (base runs) of ``"x->x_base"``;
@@ -328,7 +358,10 @@ def activation_patching(model: nn.Module | HookRegistry, x: Tensor, target: Targ
             f(x)). Any point is allowed; masks need spatial activations.
         masks: ``None`` (full patching only) or ``{roi name: ROI | (ROI of x, ROI of x_base)}``,
             one ROI per pair (``(N, *spatial)`` or ``(N, 1, *spatial)``, bool or 0/1, at the
-            inputs' resolution).
+            inputs' resolution). A ROI that is empty on the feature map for a pair grafts
+            nothing: its rows (and their random draws) have ``p_after`` and ``delta`` NaN with
+            the reason, and one ``UndefinedValueWarning`` is raised. An empty complement (the
+            ROI covers the whole map) is a measured control: delta 0.
         roi_from: which case's ROI restricts a graft when a pair of ROIs is given: ``"donor"``
             (the case the activations come from — a planted marker sits in the donor's skull),
             ``"recipient"`` or ``"union"``. A single ROI is used for both cases of a pair.
@@ -348,23 +381,37 @@ def activation_patching(model: nn.Module | HookRegistry, x: Tensor, target: Targ
         :class:`PatchingResult`: the per-pair table, ``to_frame()`` (long), ``effects()``
         (mean Δp with bootstrap CIs over pairs) and ``summary()``.
     """
-    reg = as_registry(model, output)
-    _check_pair_inputs(x, x_base)
+    reg = registry_of(model, output)
+    x, x_base = _check_pair_inputs(x, x_base, reg.model)
     n = len(x)
     pts = as_points(reg, points, default_anchor="local")
     directions = _check_subset(directions, "directions", DIRECTIONS, empty_ok=False)
     controls = _check_subset(controls, "controls", CONTROLS, empty_ok=True)
     batch_size = check_int(batch_size, "batch_size")
     check_choice(roi_from, "roi_from", ROI_FROM)
-    if not 0 <= roi_threshold < 1:
-        raise ValueError(f"roi_threshold must be in [0, 1), got {roi_threshold}")
+    if isinstance(roi_threshold, bool) or not isinstance(roi_threshold, (int, float, np.floating)) \
+            or not 0 <= roi_threshold < 1:
+        raise OptionError("roi_threshold", repr(roi_threshold), "a number in [0, 1)",
+                          message=f"roi_threshold must be in [0, 1), got {roi_threshold!r}")
     if "random" in controls and masks is not None:
         check_int(n_samples, "n_samples")
     tgt = as_targets(target, n)
     rois = _roi_masks(masks, tuple(x.shape), roi_from)
     if not rois and "full" not in controls:
-        raise ValueError("nothing to patch: no masks given and 'full' not in controls")
+        raise OptionError("controls", controls, "'full' or masks",
+                          message="nothing to patch: no masks given and 'full' not in controls")
+    with model_state(reg.model, warn="activation_patching"):
+        table = _patch_all(reg, x, x_base, tgt, pts, rois, controls, directions, n_samples, roi_threshold,
+                           batch_size, seed)
+    warn_undefined("activation_patching", table.loc[table["delta"].isna(), REASON])
+    return PatchingResult(table, int(tgt[0]) if np.ndim(target) == 0 else tuple(tgt.tolist()))
 
+
+def _patch_all(reg: HookRegistry, x: Tensor, x_base: Tensor, tgt: Tensor, pts: list[str], rois: dict[str, Tensor],
+               controls: Sequence[str], directions: Sequence[str], n_samples: int, roi_threshold: float,
+               batch_size: int, seed: int) -> pd.DataFrame:
+    """The per-pair table of :func:`activation_patching` (the model already in eval mode)."""
+    n = len(x)
     # rows 0..n-1: recipients = x_base (x->x_base); rows n..2n-1: recipients = x (x_base->x)
     x_all = torch.cat([x_base, x])
     donor_row = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])  # donor of row r is x_all[donor_row[r]]
@@ -387,15 +434,18 @@ def activation_patching(model: nn.Module | HookRegistry, x: Tensor, target: Targ
         act = acts[point]
         donor_act = act[donors]
         variants = []  # (roi, control, draw, feature-map mask or None)
+        roi_cov: dict[str, np.ndarray] = {}  # per ROI: the fraction of each row's map it covers
         if "full" in controls:
             variants.append(("full", "none", 0, None))
         if rois:
             if act.dim() < 3:
-                raise ValueError(f"masks given but point {point!r} has no spatial dims (activation shape "
-                                 f"{tuple(act.shape)}); ROI patching needs a feature map")
+                raise ShapeError("points", f"point {point!r} without spatial dims", "a feature-map point",
+                                 message=f"masks given but point {point!r} has no spatial dims (activation shape "
+                                         f"{tuple(act.shape)}); ROI patching needs a feature map")
             fm = tuple(act.shape[2:])
             for ri, (name, roi) in enumerate(rois.items()):
                 m = resize_mask(roi[rows_idx], fm, mode="overlap", threshold=roi_threshold)
+                roi_cov[name] = m.reshape(len(rows_idx), -1).double().mean(1).numpy()
                 variants.append((name, "none", 0, m))
                 if "complement" in controls:
                     variants.append((name, "complement", 0, ~m))
@@ -406,11 +456,20 @@ def activation_patching(model: nn.Module | HookRegistry, x: Tensor, target: Targ
             def chunk(lo: int, hi: int, m: Tensor | None = m, point: str = point,
                       donor_act: Tensor = donor_act) -> tuple[dict, Tensor | None]:
                 return {point: donor_act[lo:hi]}, (None if m is None else m[lo:hi])
-            p_after = _forward_batches(reg, recipients, batch_size, chunk)[picked, row_target]
+            p_after = _forward_batches(reg, recipients, batch_size, chunk)[picked, row_target].numpy().copy()
             cov = np.ones(len(recipients)) if m is None else m.reshape(len(recipients), -1).double().mean(1).numpy()
+            pb = p_before.numpy()
+            # an empty ROI grafts nothing and measures nothing: NaN, not the delta 0 it would show
+            # (its random draws too); an empty complement (a ROI covering the whole map) is a
+            # measured control: grafting nothing outside the ROI changes nothing
+            empty = np.zeros(len(cov), bool) if control == "complement" or roi_name not in roi_cov \
+                else roi_cov[roi_name] == 0
+            reason = np.where(empty, "nothing grafted: the ROI is empty on the feature map for this pair", "")
+            reason = np.where((reason == "") & ~np.isfinite(p_after) | ~np.isfinite(pb),
+                              "the model output is not finite", reason)
+            p_after[reason != ""] = np.nan
             frames.append(pd.DataFrame({
                 "pair": pair, "point": point, "direction": direction, "roi": roi_name, "control": control,
-                "draw": draw, "coverage": cov, "p_before": p_before.numpy(), "p_after": p_after.numpy(),
-                "delta": (p_after - p_before).numpy()}))
-    table = pd.concat(frames, ignore_index=True)[ID_COLUMNS + VALUE_COLUMNS]
-    return PatchingResult(table, int(tgt[0]) if np.ndim(target) == 0 else tuple(tgt.tolist()))
+                "draw": draw, "coverage": cov, "p_before": pb, "p_after": p_after,
+                "delta": p_after - pb, REASON: reason}))
+    return pd.concat(frames, ignore_index=True)[ID_COLUMNS + VALUE_COLUMNS + [REASON]]

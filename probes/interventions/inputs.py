@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from probes.core.errors import InputTypeError, ShapeError
 from probes.core.model import AuditAdapter
 
 __all__ = ["StackedCases", "is_case_collection", "stack_cases", "declares_probabilities"]
@@ -62,11 +63,14 @@ def stack_cases(cohort: Any, name: str = "x") -> StackedCases:
     except TypeError:
         cases = []
     if not cases or not all(hasattr(c, f) for c in cases for f in _CASE_FIELDS):
-        raise TypeError(f"{name} must be a tensor/array (N, C, *spatial) or a non-empty iterable of cases "
-                        f"with .image, .masks, .label (e.g. audit.data.Cohort), got {type(cohort).__name__}")
+        raise InputTypeError(name, type(cohort).__name__, "a tensor/array or a cohort of cases",
+                             message=f"{name} must be a tensor/array (N, C, *spatial) or a non-empty iterable of "
+                                     f"cases with .image, .masks, .label (e.g. audit.data.Cohort), got "
+                                     f"{type(cohort).__name__}")
     shapes = {np.shape(c.image) for c in cases}
     if len(shapes) != 1:
-        raise ValueError(f"cases of {name} have different image shapes {sorted(shapes)}; resample first")
+        raise ShapeError(name, sorted(shapes), "one image shape for every case",
+                         message=f"cases of {name} have different image shapes {sorted(shapes)}; resample first")
     x = np.stack([np.asarray(c.image, np.float32) for c in cases])
     spatial = x.shape[2:]
     names = dict.fromkeys(k for c in cases for k in c.masks)

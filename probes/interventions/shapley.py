@@ -22,7 +22,10 @@ chunk) and supports three fills for an absent contrast (the choice decides the a
   from case π_d(i), π_d a seeded derangement of the cohort (no case is its own donor); v(S) is
   averaged over ``n_samples`` draws (default 8). Inputs stay in distribution contrast by
   contrast; the Monte-Carlo error shrinks like 1/√(n_samples·N) for cohort means (per-draw φ
-  are kept in ``phi_samples`` so that their spread can be reported).
+  are kept in ``phi_samples`` so that their spread can be reported). Donors in another pose
+  than their recipients make the filled input out of distribution: the result reports the
+  median donor–recipient head Dice and a ``MisalignedDonorsWarning`` flags it below 0.95
+  (:mod:`probes.interventions.alignment`).
 
 Rankings, footrule agreement and ranking variance live in :mod:`probes.interventions.shapley_rank`.
 """
@@ -40,14 +43,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from probes.core.errors import (InputTypeError, LabelError, NonFiniteError, OptionError, ShapeError,
+                                warn_undefined)
 from probes.core.model import Output, as_audit_model, model_state
 from probes.core.result import Result, tidy
 from probes.core.stats import dice
-from probes.core.validate import (Target, as_case_ids, as_labels, as_mask, as_targets, check_choice,
+from probes.core.validate import (Target, as_case_ids, as_input, as_labels, as_mask, as_targets, check_choice,
                                   check_class_range, check_int)
 from probes.core.model import class_probabilities, model_device
+from probes.interventions.alignment import ALIGNMENT_MIN_DICE, donor_alignment, warn_if_misaligned
 from probes.interventions.inputs import is_case_collection, stack_cases
-from probes.interventions.shapley_rank import contrast_frame, contrast_ranking
+from probes.interventions.shapley_rank import contrast_frame, ranking_or_nan
 from probes.metrics.roc import auc
 
 __all__ = ["EfficiencyWarning", "exact_shapley", "shapley_from_values", "coalition_masks", "ContrastShapley",
@@ -72,8 +78,9 @@ def coalition_masks(n_players: int) -> np.ndarray:
 def _check_players(n_players: Any) -> int:
     if isinstance(n_players, bool) or not isinstance(n_players, (int, np.integer)) \
             or not 1 <= n_players <= MAX_PLAYERS:
-        raise ValueError(f"n_players must be an integer in 1..{MAX_PLAYERS} (2^M coalitions are "
-                         f"evaluated), got {n_players!r}")
+        raise OptionError("n_players", repr(n_players), f"an integer in 1..{MAX_PLAYERS}",
+                          message=f"n_players must be an integer in 1..{MAX_PLAYERS} (2^M coalitions are "
+                                  f"evaluated), got {n_players!r}")
     return int(n_players)
 
 
@@ -98,11 +105,16 @@ def shapley_from_values(values: np.ndarray, *, tol: float = 1e-8) -> np.ndarray:
     checked; a violation beyond ``tol`` (relative to the value scale) raises an
     :class:`EfficiencyWarning` with the numbers.
     """
-    v = np.asarray(values, dtype=np.float64)
+    try:
+        v = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputTypeError("values", type(values).__name__, "a numeric (2^M, ...) array") from None
     if v.ndim == 0 or v.shape[0] < 2 or v.shape[0] & (v.shape[0] - 1):
-        raise ValueError(f"values must have 2^M rows (one per coalition), got shape {v.shape}")
+        raise ShapeError("values", f"shape {v.shape}", "2^M rows (one per coalition)",
+                         message=f"values must have 2^M rows (one per coalition), got shape {v.shape}")
     if not np.isfinite(v).all():
-        raise ValueError(f"values contain {int((~np.isfinite(v)).sum())} non-finite entries")
+        raise NonFiniteError("values", f"{int((~np.isfinite(v)).sum())} NaN/Inf", "finite values",
+                             message=f"values contain {int((~np.isfinite(v)).sum())} non-finite entries")
     m = int(v.shape[0]).bit_length() - 1
     _check_players(m)
     phi = np.tensordot(_weights(m), v, axes=(1, 0))          # (M, *rest)
@@ -126,13 +138,24 @@ def exact_shapley(value_fn: Callable[[np.ndarray], Any], n_players: int, *,
     """
     m = _check_players(n_players)
     if not callable(value_fn):
-        raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}")
+        raise InputTypeError("value_fn", type(value_fn).__name__, "a callable mask -> value",
+                             message=f"value_fn must be callable, got {type(value_fn).__name__}")
     vals = []
     for mask in coalition_masks(m):
-        out = np.asarray(value_fn(mask.copy()), dtype=np.float64)
+        try:
+            out = np.asarray(value_fn(mask.copy()), dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, (InputTypeError, ShapeError, NonFiniteError, OptionError, LabelError)):
+                raise
+            raise InputTypeError("value_fn", f"a non-numeric value for coalition {mask.tolist()}",
+                                 "a number or a numeric array") from e
         if vals and out.shape != vals[0].shape:
-            raise ValueError(f"value_fn returned shape {out.shape} for coalition {mask.tolist()} "
-                             f"but {vals[0].shape} for the empty coalition")
+            raise ShapeError("value_fn", f"shape {out.shape}", f"shape {vals[0].shape} for every coalition",
+                             message=f"value_fn returned shape {out.shape} for coalition {mask.tolist()} "
+                                     f"but {vals[0].shape} for the empty coalition")
+        if not np.isfinite(out).all():
+            raise NonFiniteError("value_fn", f"a non-finite value for coalition {mask.tolist()}", "finite values",
+                                 message=f"value_fn returned non-finite value(s) for coalition {mask.tolist()}")
         vals.append(out)
     return shapley_from_values(np.stack(vals), tol=tol)
 
@@ -146,12 +169,16 @@ class ContrastShapley(Result):
     (2^M, N), averaged over samples (row s = coalition s of :func:`coalition_masks`);
     ``phi_samples``: (D, [N,] M) per marginal draw (D = 1 for zero/mean); ``derangements``:
     (D, N) donor cases of the marginal draws (``None`` otherwise); ``efficiency_error``:
-    max |Σφ − (v(all) − v(∅))|; ``metric``: the value function's name.
+    max |Σφ − (v(all) − v(∅))| over the defined values; ``metric``: the value function's name;
+    ``reason``: why some φ are NaN (``""`` when every φ is defined); ``alignment``: for the
+    marginal fill, the median Dice of donor vs recipient head (``alignment_source``: ``"brain
+    mask"`` or ``"image foreground"``; ``probes.interventions.alignment``), NaN otherwise.
 
     ``to_frame()``: case_id (``"cohort"`` for a cohort-level result), contrast, absent,
-    value_function, metric ∈ {``phi``, ``rank``}, value. ``tables()`` adds ``coalitions``:
+    value_function, reason (for NaN values), metric ∈ {``phi``, ``rank``}, value. ``tables()`` adds ``coalitions``:
     case_id, coalition (present contrasts joined by ``+``, ``"none"`` for ∅), metric (the value
-    function), value.
+    function), value; and, for the marginal fill, ``alignment``: metric ``donor_alignment_dice``,
+    source, threshold, value.
     """
 
     phi: np.ndarray
@@ -166,20 +193,26 @@ class ContrastShapley(Result):
     efficiency_error: float
     tol: float = 1e-9
     derangements: np.ndarray | None = None
+    reason: str = ""
+    alignment: float = float("nan")
+    alignment_source: str = ""
     title: ClassVar[str] = "Contrast Shapley values"
 
     def ranking(self) -> np.ndarray:
-        """Contrast ranks (1 = most important; ties share the min rank), shape like ``phi``."""
-        return contrast_ranking(self.phi, tol=self.tol)
+        """Contrast ranks (1 = most important; ties share the min rank), shape like ``phi``;
+        NaN (a float array) for the rows whose φ are undefined."""
+        return ranking_or_nan(self.phi, tol=self.tol)
 
     def _case_labels(self) -> list[str]:
         return list(self.case_ids) if self.per_case else ["cohort"]
 
     def to_frame(self) -> pd.DataFrame:
-        """Long table of φ and rank: case_id, contrast, absent, value_function, metric, value."""
-        return contrast_frame(self._case_labels(), self.contrasts,
-                              {"phi": np.atleast_2d(self.phi), "rank": np.atleast_2d(self.ranking())},
-                              absent=self.absent, value_function=self.metric)
+        """Long table of φ and rank: case_id, contrast, absent, value_function, reason, metric, value."""
+        df = contrast_frame(self._case_labels(), self.contrasts,
+                            {"phi": np.atleast_2d(self.phi), "rank": np.atleast_2d(self.ranking())},
+                            absent=self.absent, value_function=self.metric)
+        reason = np.where(df["value"].isna(), self.reason or "undefined", "")
+        return tidy(df.assign(reason=reason))
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """``phi`` (= ``to_frame()``) and ``coalitions`` (the value of every coalition)."""
@@ -189,17 +222,25 @@ class ContrastShapley(Result):
         cases = self._case_labels()
         coal = pd.DataFrame({"case_id": np.tile(cases, len(names)), "coalition": np.repeat(names, len(cases)),
                              "metric": self.metric, "value": vals.reshape(-1)})
-        return {"phi": self.to_frame(), "coalitions": tidy(coal)}
+        out = {"phi": self.to_frame(), "coalitions": tidy(coal)}
+        if self.absent == "marginal":
+            out["alignment"] = tidy(pd.DataFrame({"source": [self.alignment_source],
+                                                  "threshold": [ALIGNMENT_MIN_DICE],
+                                                  "metric": ["donor_alignment_dice"], "value": [self.alignment]}))
+        return out
 
     def _summary_tables(self) -> pd.DataFrame:
         phi = self.phi.mean(0) if self.per_case else self.phi
         return pd.DataFrame({"contrast": self.contrasts, "phi": phi,
-                             "rank": contrast_ranking(phi, tol=self.tol)})
+                             "rank": ranking_or_nan(phi, tol=self.tol)})
 
     def _notes(self) -> Sequence[str]:
         scope = f"per case, mean over {len(self.case_ids)} cases shown" if self.per_case else "cohort"
         return (f"value function {self.metric!r}; absent contrasts {self.absent!r}; {scope}; "
-                f"{self.n_samples} sample(s); efficiency error {self.efficiency_error:.2e}",)
+                f"{self.n_samples} sample(s); efficiency error {self.efficiency_error:.2e}",
+                *((f"donor alignment: median {self.alignment_source} Dice {self.alignment:.3f} "
+                   f"(flagged below {ALIGNMENT_MIN_DICE})",) if self.absent == "marginal" else ()),
+                *((f"NaN: {self.reason}",) if self.reason else ()))
 
 
 @dataclass(frozen=True)
@@ -224,7 +265,8 @@ class _Game:
 
 def _need_labels(metric: str, labels: Any, n: int) -> Tensor:
     if labels is None:
-        raise ValueError(f"metric={metric!r} needs labels (N,) (or target= for prob/logit)")
+        raise LabelError("labels", None, "one class per case",
+                         message=f"metric={metric!r} needs labels (N,) (or target= for prob/logit)")
     return torch.from_numpy(as_labels(labels, n, binary=False)).long()
 
 
@@ -237,7 +279,8 @@ def _no_target(metric: str, labelled: bool = False) -> Callable[[Any, Any, int],
     """Refuses a target; with ``labelled`` the case labels are the classes."""
     def classes(target: Any, labels: Any, n: int) -> Tensor | None:
         if target is not None:
-            raise ValueError(f"metric={metric!r} does not use target; leave target=None")
+            raise OptionError("target", repr(target), "None",
+                              message=f"metric={metric!r} does not use target; leave target=None")
         return _need_labels(metric, labels, n) if labelled else None
     return classes
 
@@ -288,7 +331,7 @@ def _callable_game(metric: Callable) -> _Game:
 
 
 def _unpack(x: Any, labels: Any, masks: Mapping[str, Any] | None, contrasts: Sequence[str] | None,
-            case_ids: Sequence[Any] | None = None
+            case_ids: Sequence[Any] | None = None, model: nn.Module | None = None
             ) -> tuple[Tensor, Any, dict[str, Any], tuple[str, ...], tuple[str, ...]]:
     """Tensor/array input, or a cohort of cases (labels when every case has one, the ROIs every
     case carries, case ids and channel names are read from it; arguments given override)."""
@@ -302,15 +345,14 @@ def _unpack(x: Any, labels: Any, masks: Mapping[str, Any] | None, contrasts: Seq
             labels = list(cases.labels)
         masks = {**{k: cases.masks[k] for k in cases.complete}, **masks}
     else:
-        xt = torch.as_tensor(x).detach()
-    if xt.dim() < 3 or 0 in xt.shape or not xt.is_floating_point():
-        raise ValueError(f"x must be a floating tensor (N, C, *spatial), got shape "
-                         f"{tuple(xt.shape)} ({xt.dtype})")
+        xt = x
+    xt = as_input(xt, "x", model=model)
     n, c = xt.shape[:2]
     names = tuple(contrasts) if contrasts is not None else tuple(f"c{j}" for j in range(c))
     if len(names) != c or len(set(names)) != c:
-        raise ValueError(f"contrasts {names} must name the {c} channels of x (shape "
-                         f"{tuple(xt.shape)}) once each")
+        raise OptionError("contrasts", names, f"{c} distinct names, one per channel of x",
+                          message=f"contrasts {names} must name the {c} channels of x (shape "
+                                  f"{tuple(xt.shape)}) once each")
     _check_players(c)
     return xt, labels, masks, names, tuple(as_case_ids(case_ids, n))
 
@@ -325,7 +367,9 @@ def _absent_fill(x: Tensor, absent: str, brain: np.ndarray | None) -> Tensor:
         w = torch.from_numpy(brain).to(device=x.device, dtype=x.dtype)[:, None]
         empty = (w.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
         if empty:
-            raise ValueError(f"masks['brain'] is empty for case position(s) {empty[:5]}")
+            raise OptionError("masks['brain']", f"empty for case position(s) {empty[:5]}",
+                              "a non-empty brain mask for absent='mean'",
+                              message=f"masks['brain'] is empty for case position(s) {empty[:5]}")
     dims = tuple(range(2, x.dim()))
     mean = (x * w).sum(dims, keepdim=True) / w.sum(dims, keepdim=True)
     return mean.expand_as(x).contiguous()
@@ -382,33 +426,45 @@ def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, met
     eval mode (``probes.core.model_state``); its modes are restored afterwards.
     """
     if isinstance(target, str) or callable(target):
-        raise TypeError(f"target (the third argument) is a class index, one per case or None; got {target!r}. "
-                        "The metric comes fourth: contrast_shapley(model, x, None, 'auc')")
+        raise InputTypeError("target", repr(target), "a class index, one per case or None",
+                             message=f"target (the third argument) is a class index, one per case or None; got "
+                                     f"{target!r}. The metric comes fourth: contrast_shapley(model, x, None, 'auc')")
     check_choice(absent, "absent", ABSENT)
     if not callable(metric) and metric not in METRICS:
-        raise ValueError(f"metric must be one of {tuple(METRICS)} or a callable, got {metric!r}")
+        raise OptionError("metric", repr(metric), f"one of {tuple(METRICS)} or a callable",
+                          message=f"metric must be one of {tuple(METRICS)} or a callable, got {metric!r}")
     game = _callable_game(metric) if callable(metric) else METRICS[metric]
     mname = getattr(metric, "__name__", "custom") if callable(metric) else metric
     if per_case and not game.per_case:
-        raise ValueError(f"metric={mname!r} is a cohort-level value; use per_case=False or a per-case "
-                         "metric ('prob', 'logit', 'accuracy', 'dice')")
+        raise OptionError("per_case", per_case, "False for a cohort-level metric",
+                          message=f"metric={mname!r} is a cohort-level value; use per_case=False or a per-case "
+                                  "metric ('prob', 'logit', 'accuracy', 'dice')")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError("model", type(model).__name__, "a torch.nn.Module",
+                             message=f"model must be a torch.nn.Module, got {type(model).__name__}")
     n_samples, batch_size = check_int(n_samples, "n_samples"), check_int(batch_size, "batch_size")
-    x, labels, masks, names, case_ids = _unpack(x, labels, masks, contrasts, case_ids)
+    x, labels, masks, names, case_ids = _unpack(x, labels, masks, contrasts, case_ids, model)
     x = x.to(model_device(model))
     n, m = x.shape[0], x.shape[1]
     if absent == "marginal" and n < 2:
-        raise ValueError(f"absent='marginal' takes donors from other cases: needs N ≥ 2, got {n}")
+        raise ShapeError("x", f"{n} case", "N ≥ 2 for absent='marginal'",
+                         message=f"absent='marginal' takes donors from other cases: needs N ≥ 2, got {n} (x)")
     cls = game.classes(target, labels, n)
     y = _need_labels(mname, labels, n) if game.needs_labels else None
-    if not game.per_case and set(y.tolist()) != {0, 1}:
-        raise ValueError(f"metric={mname!r} needs binary labels with both classes, got {sorted(set(y.tolist()))}")
+    reasons: list[str] = []
+    if not game.per_case:
+        found = sorted(set(y.tolist()))
+        if not set(found) <= {0, 1}:
+            raise LabelError("labels", found, "0/1", message=f"labels: metric={mname!r} needs binary 0/1 labels, "
+                                                          f"got values {found}")
+        if len(found) < 2:  # an AUC needs both classes: NaN with the reason, not an error
+            reasons.append(f"labels hold one class only ({found}): the AUC is undefined (it needs both classes)")
     truth = None
     if game.needs_truth:
         if truth_roi not in masks:
-            raise ValueError(f"metric={mname!r} needs masks[{truth_roi!r}] (N, *spatial) or a cohort whose "
-                             f"cases all carry mask {truth_roi!r}; masks has {sorted(masks)}")
+            raise OptionError("masks", sorted(masks), f"masks[{truth_roi!r}]",
+                              message=f"metric={mname!r} needs masks[{truth_roi!r}] (N, *spatial) or a cohort "
+                                      f"whose cases all carry mask {truth_roi!r}; masks has {sorted(masks)}")
         truth = as_mask(masks[truth_roi], x.shape, f"masks[{truth_roi!r}]", "x", binary=True)
     brain = as_mask(masks["brain"], x.shape, "masks['brain']", "x", binary=True) \
         if absent == "mean" and "brain" in masks else None
@@ -419,7 +475,8 @@ def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, met
             return class_probabilities(net, xin, torch.float64)
         out = net(xin)
         if game.class_scores and out.dim() != 2:
-            raise ValueError(f"metric={mname!r} needs model outputs (n, K), got shape {tuple(out.shape)}")
+            raise ShapeError("model", f"output shape {tuple(out.shape)}", "(n, K) class scores",
+                             message=f"metric={mname!r} needs model outputs (n, K), got shape {tuple(out.shape)}")
         return out
 
     coalitions = torch.from_numpy(coalition_masks(m)).to(x.device)     # (2^M, M)
@@ -427,6 +484,11 @@ def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, met
     k = coalitions.shape[0]
     draws = 1 if absent != "marginal" else n_samples
     perms = _derangements(n, draws, seed) if absent == "marginal" else None
+    align, align_source = float("nan"), ""
+    if perms is not None:  # borrowing a contrast from a head in another pose is out of distribution
+        head = as_mask(masks["brain"], x.shape, "masks['brain']", "x", binary=True) if "brain" in masks else None
+        align, align_source = donor_alignment(x, perms, head)
+        warn_if_misaligned(align, align_source)
     fill0 = _absent_fill(x, absent, brain) if absent != "marginal" else None
     table = torch.empty((draws, k, n), dtype=torch.float64)
     pairs = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(n), indexing="ij"), -1)
@@ -438,28 +500,46 @@ def contrast_shapley(model: nn.Module, x: Any, target: Target | None = None, met
                 s_idx, c_idx = pairs[start:start + batch_size].unbind(1)
                 keep = coalitions[s_idx].view(-1, m, *spatial_ones)
                 xin = torch.where(keep, x[c_idx], fill[c_idx])
-                table[d, s_idx, c_idx] = game.value(forward(xin), c_idx, cls, truth).cpu()
+                out = forward(xin)
+                val = game.value(out, c_idx, cls, truth).double().cpu()
+                # a non-finite model output gives no value (an arg-max of NaN would still give one)
+                val[~torch.isfinite(out.detach().double().reshape(len(out), -1)).all(1).cpu()] = float("nan")
+                table[d, s_idx, c_idx] = val
     tab = table.numpy()                                                # (D, 2^M, N)
-    if not np.isfinite(tab).all():
-        raise ValueError(f"metric {mname!r} gave non-finite values for "
-                         f"{int((~np.isfinite(tab)).sum())} (draw, coalition, case) entries")
+    bad = int((~np.isfinite(tab)).sum())
+    if bad:
+        reasons.append(f"the model output (metric {mname!r}) is not finite for {bad} (draw, coalition, case) "
+                       "evaluation(s)")
     if not per_case:
         if not game.per_case:
             truth_labels = y.numpy()
-            tab = np.array([[auc(truth_labels, tab[d, s]) for s in range(k)] for d in range(draws)])
+            tab = np.array([[auc(truth_labels, tab[d, s]) if not reasons else np.nan for s in range(k)]
+                            for d in range(draws)])
         else:
             tab = tab.mean(-1)                                         # (D, 2^M)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", EfficiencyWarning)
-        try:
-            phi_d = np.stack([shapley_from_values(tab[d], tol=1e-8) for d in range(draws)])
-        except EfficiencyWarning as w:  # re-raise as a warning with the numbers
-            warnings.warn(str(w), EfficiencyWarning, stacklevel=2)
-            phi_d = np.stack([np.moveaxis(np.tensordot(_weights(m), tab[d], (1, 0)), 0, -1)
-                              for d in range(draws)])
+    phi_d = np.stack([_phi(tab[d], m) for d in range(draws)])
     values = tab.mean(0)
     phi = phi_d.mean(0)
-    eff = float(np.abs(phi.sum(-1) - (values[-1] - values[0])).max())
+    err = np.abs(phi.sum(-1) - (values[-1] - values[0]))
+    eff = float(err[np.isfinite(err)].max()) if np.isfinite(err).any() else float("nan")
+    reason = "; ".join(reasons) if np.isnan(phi).any() else ""
+    warn_undefined("contrast_shapley", [reason])
     return ContrastShapley(phi=phi, values=values, contrasts=names, case_ids=case_ids, metric=mname,
                            absent=absent, per_case=bool(per_case), n_samples=draws, phi_samples=phi_d,
-                           efficiency_error=eff, tol=tol, derangements=perms)
+                           efficiency_error=eff, tol=tol, derangements=perms, reason=reason, alignment=align,
+                           alignment_source=align_source)
+
+
+def _phi(tab: np.ndarray, m: int) -> np.ndarray:
+    """φ of one draw's value table (2^M, *rest); NaN values give NaN φ (efficiency checked on
+    the finite ones, an :class:`EfficiencyWarning` with the numbers when violated)."""
+    if np.isfinite(tab).all():
+        violated = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", EfficiencyWarning)
+            try:
+                return shapley_from_values(tab, tol=1e-8)
+            except EfficiencyWarning as w:
+                violated = str(w)
+        warnings.warn(violated, EfficiencyWarning, stacklevel=3)  # the numbers, once, as a warning
+    return np.moveaxis(np.tensordot(_weights(m), tab, (1, 0)), 0, -1)

@@ -26,36 +26,68 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from probes.core.errors import ShapeError
 from probes.core.result import Result, tidy
 from probes.core.validate import as_labels, check_alpha
+from probes.metrics.values import numeric, warn_reasons
 
 __all__ = ["auc", "delong_placements", "delong_cov", "delong", "DeLongResult"]
 
 
-def _binary_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
-    """1-D 0/1 labels of ``n`` cases with both classes present, as bool."""
+def _binary_labels(labels: Any, n: int, name: str = "labels",
+                   scores_name: str = "scores") -> tuple[np.ndarray, str]:
+    """1-D 0/1 labels of ``n`` cases as bool, and why an AUC is undefined ("" when both classes occur)."""
     if np.ndim(labels) != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {np.shape(labels)}")
+        raise ShapeError(name, f"shape {np.shape(labels)}", "(n,)",
+                         message=f"{name} must be 1-D, got shape {np.shape(labels)}")
+    if np.shape(labels)[0] != n:
+        raise ShapeError(name, f"{np.shape(labels)[0]} entries", f"{n} (one per score of {scores_name})",
+                         message=f"{name} has {np.shape(labels)[0]} entries for {n} cases ({scores_name} has {n})")
     y = as_labels(labels, n, name)
     if y.min() == y.max():
-        raise ValueError(f"{name} has a single class ({int(y[0])} for all {y.size} cases); AUC is undefined")
-    return y.astype(bool)
+        return y.astype(bool), f"{name} has a single class ({int(y[0])} for all {y.size} cases)"
+    return y.astype(bool), ""
 
 
 def _scores(scores: Any, name: str = "scores") -> np.ndarray:
-    s = np.asarray(scores, dtype=float)
+    s = numeric(scores, name)
     if s.ndim == 1:
         s = s[None]
-    if s.ndim != 2:
-        raise ValueError(f"{name} must be (n,) or (k, n), got shape {s.shape}")
-    if not np.isfinite(s).all():
-        raise ValueError(f"{name} contains NaN or inf ({int((~np.isfinite(s)).sum())} values)")
+    if s.ndim != 2 or s.shape[1] == 0:
+        raise ShapeError(name, f"shape {s.shape}", "(n,) or (k, n) with n >= 1",
+                         message=f"{name} must be (n,) or (k, n), got shape {s.shape}")
     return s
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:
     """Midranks (1-based, ties get their average rank) along the last axis."""
     return stats.rankdata(x, method="average", axis=-1)
+
+
+def _placements(t: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """V10 (k, m) and V01 (k, n); NaN where the other class is absent."""
+    x, y = s[:, t], s[:, ~t]
+    m, n = x.shape[1], y.shape[1]
+    if m == 0 or n == 0:
+        return np.full(x.shape, np.nan), np.full(y.shape, np.nan)
+    pooled = _midrank(np.concatenate([x, y], axis=1))
+    v10 = (pooled[:, :m] - _midrank(x)) / n
+    v01 = 1.0 - (pooled[:, m:] - _midrank(y)) / m
+    return v10, v01
+
+
+def _cov(t: np.ndarray, s: np.ndarray, why: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """AUCs (k,), DeLong covariance (k, k) and why they are NaN ("" when defined)."""
+    v10, v01 = _placements(t, s)
+    m, n = v10.shape[1], v01.shape[1]
+    k = s.shape[0]
+    if why:
+        return np.full(k, np.nan), np.full((k, k), np.nan), why
+    aucs = v10.mean(axis=1)
+    if m < 2 or n < 2:
+        return aucs, np.full((k, k), np.nan), f"{m} positive(s) and {n} negative(s); DeLong needs >= 2 of each"
+    cov = np.atleast_2d(np.cov(v10, ddof=1)) / m + np.atleast_2d(np.cov(v01, ddof=1)) / n
+    return aucs, cov, ""
 
 
 def delong_placements(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -65,38 +97,41 @@ def delong_placements(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]
     positives scored above negative j (ties ½). Computed with midranks (Sun & Xu 2014):
     V10_i = (R_i − R^X_i) / n, V01_j = 1 − (R_j − R^Y_j) / m, R the midrank in the pooled
     sample and R^X, R^Y the midranks within positives / negatives. ``labels``: 0/1 per case;
-    ``scores``: (n_cases,) or (k, n_cases).
+    ``scores``: (n_cases,) or (k, n_cases). With one class only, the components of the cases
+    present are NaN (one ``UndefinedValueWarning``).
     """
     s = _scores(scores)
-    t = _binary_labels(labels, s.shape[1])
-    x, y = s[:, t], s[:, ~t]
-    m, n = x.shape[1], y.shape[1]
-    pooled = _midrank(np.concatenate([x, y], axis=1))
-    v10 = (pooled[:, :m] - _midrank(x)) / n
-    v01 = 1.0 - (pooled[:, m:] - _midrank(y)) / m
-    return v10, v01
+    t, why = _binary_labels(labels, s.shape[1])
+    warn_reasons("delong_placements", [why])
+    return _placements(t, s)
 
 
 def delong_cov(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """AUCs (k,) and DeLong covariance (k, k) of k scores on the same cases.
 
     Cov = S10 / m + S01 / n (sample covariances of the structural components, ddof = 1).
+    One class only → NaN AUCs and covariance; fewer than 2 positives or 2 negatives → NaN
+    covariance (one ``UndefinedValueWarning`` says why).
     """
-    v10, v01 = delong_placements(labels, scores)
-    m, n = v10.shape[1], v01.shape[1]
-    if m < 2 or n < 2:
-        raise ValueError(f"DeLong covariance needs ≥ 2 positives and ≥ 2 negatives, got {m} and {n}")
-    aucs = v10.mean(axis=1)
-    cov = np.atleast_2d(np.cov(v10, ddof=1)) / m + np.atleast_2d(np.cov(v01, ddof=1)) / n
+    s = _scores(scores)
+    t, why = _binary_labels(labels, s.shape[1])
+    aucs, cov, why = _cov(t, s, why)
+    warn_reasons("delong_cov", [why])
     return aucs, cov
 
 
 def auc(labels: Any, scores: Any) -> float:
-    """Empirical (trapezoidal) AUC = Mann–Whitney U / (m·n), ties counted ½."""
-    v10, _ = delong_placements(labels, scores)
-    if v10.shape[0] != 1:
-        raise ValueError(f"auc takes one score vector, got {v10.shape[0]}; use delong_cov for several")
-    return float(v10.mean())
+    """Empirical (trapezoidal) AUC = Mann–Whitney U / (m·n), ties counted ½.
+
+    One class only → NaN with one ``UndefinedValueWarning``.
+    """
+    s = _scores(scores)
+    if s.shape[0] != 1:
+        raise ShapeError("scores", f"{s.shape[0]} score vectors", "one (n,) vector",
+                         message=f"auc takes one score vector, got {s.shape[0]}; use delong_cov for several")
+    t, why = _binary_labels(labels, s.shape[1])
+    warn_reasons("auc", [why])
+    return float("nan") if why else float(_placements(t, s)[0].mean())
 
 
 @dataclass(frozen=True)
@@ -105,9 +140,11 @@ class DeLongResult(Result):
 
     ``z = diff / se`` and ``p`` is two-sided; ``ci_low``/``ci_high`` is the Wald CI of ``diff``
     (of AUC_a itself for one score: then ``ci_*`` bound AUC_a, and z/p test AUC_a = 0.5).
-    ``to_frame()``: test (``"auc"`` for one score, ``"paired"`` or ``"unpaired"``), metric
-    (every numeric field: auc_a, auc_b, var_a, var_b, cov, diff, se, z, p, ci_low, ci_high,
-    n_pos, n_neg, alpha), value.
+    ``to_frame()``: test (``"auc"`` for one score, ``"paired"`` or ``"unpaired"``), reason (why
+    a value is NaN; "" where defined), metric (every numeric field: auc_a, auc_b, var_a, var_b,
+    cov, diff, se, z, p, ci_low, ci_high, n_pos, n_neg, alpha; the one-score test leaves out
+    auc_b, var_b and cov, which do not apply), value. ``reason`` says why values are NaN (one
+    class only, fewer than 2 cases of a class).
     """
 
     auc_a: float
@@ -125,6 +162,8 @@ class DeLongResult(Result):
     n_pos: int
     n_neg: int
     alpha: float = 0.05
+    reason: str = ""
+    kind: str = ""  # "auc", "paired" or "unpaired"; "" derives it from auc_b and paired
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -135,14 +174,19 @@ class DeLongResult(Result):
     @property
     def test(self) -> str:
         """``"auc"`` (one score against 0.5), ``"paired"`` or ``"unpaired"``."""
+        if self.kind:
+            return self.kind
         if np.isnan(self.auc_b):
             return "auc"
         return "paired" if self.paired else "unpaired"
 
     def to_frame(self) -> pd.DataFrame:
         """Long copy: test, metric (every numeric field), value."""
-        fields = {k: v for k, v in asdict(self).items() if k != "paired"}
-        return tidy(pd.DataFrame({"test": self.test, "metric": list(fields), "value": list(fields.values())}))
+        skip = ("paired", "reason", "kind") + (("auc_b", "var_b", "cov") if self.test == "auc" else ())
+        fields = {k: v for k, v in asdict(self).items() if k not in skip}
+        values = np.asarray(list(fields.values()), dtype=np.float64)
+        return tidy(pd.DataFrame({"test": self.test, "reason": np.where(np.isnan(values), self.reason, ""),
+                                  "metric": list(fields), "value": values}))
 
     def _summary_tables(self) -> pd.DataFrame:
         keys = ("auc_a", "se", "ci_low", "ci_high", "z", "p") if self.test == "auc" else \
@@ -164,6 +208,8 @@ class DeLongResult(Result):
 
 def _wald(diff: float, se: float, alpha: float) -> tuple[float, float, float, float]:
     q = stats.norm.ppf(1 - alpha / 2)
+    if np.isnan(se) or np.isnan(diff):
+        return np.nan, np.nan, np.nan, np.nan
     if se > 0:
         z = diff / se
         p = float(2 * stats.norm.sf(abs(z)))
@@ -187,37 +233,44 @@ def delong(labels: Any, scores_a: Any, scores_b: Any = None, *, labels_b: Any = 
     check_alpha(alpha)
     sa = _scores(scores_a, "scores_a")
     if sa.shape[0] != 1:
-        raise ValueError(f"scores_a must be 1-D, got shape {np.shape(scores_a)}")
-    t = _binary_labels(labels, sa.shape[1])
+        raise ShapeError("scores_a", f"shape {np.shape(scores_a)}", "(n,)",
+                         message=f"scores_a must be 1-D, got shape {np.shape(scores_a)}")
+    t, why = _binary_labels(labels, sa.shape[1], scores_name="scores_a")
     m, n = int(t.sum()), int((~t).sum())
     if scores_b is None:
         if labels_b is not None:
-            raise ValueError("labels_b given without scores_b")
-        (a,), cov = delong_cov(labels, sa)
+            raise ShapeError("labels_b", "labels_b without scores_b", "scores_b for the cases of labels_b",
+                             message="labels_b given without scores_b")
+        (a,), cov, why = _cov(t, sa, why)
         se = float(np.sqrt(cov[0, 0]))
         z, p, _, _ = _wald(a - 0.5, se, alpha)
         q = stats.norm.ppf(1 - alpha / 2)
+        warn_reasons("delong", [why])
         return DeLongResult(float(a), np.nan, float(cov[0, 0]), np.nan, np.nan, float(a - 0.5), se, z, p,
-                            float(a - q * se), float(a + q * se), False, m, n, alpha)
+                            float(a - q * se), float(a + q * se), False, m, n, alpha, why, "auc")
     sb = _scores(scores_b, "scores_b")
     if sb.shape[0] != 1:
-        raise ValueError(f"scores_b must be 1-D, got shape {np.shape(scores_b)}")
+        raise ShapeError("scores_b", f"shape {np.shape(scores_b)}", "(n,)",
+                         message=f"scores_b must be 1-D, got shape {np.shape(scores_b)}")
     if labels_b is None:
         if sb.shape[1] != sa.shape[1]:
-            raise ValueError(f"paired test needs scores on the same cases: scores_a has {sa.shape[1]}, "
-                             f"scores_b {sb.shape[1]} (pass labels_b for independent samples)")
-        aucs, cov = delong_cov(labels, np.concatenate([sa, sb]))
+            raise ShapeError("scores_b", f"{sb.shape[1]} cases", f"{sa.shape[1]} (the cases of scores_a)",
+                             message=f"paired test needs scores on the same cases: scores_a has {sa.shape[1]}, "
+                                     f"scores_b {sb.shape[1]} (pass labels_b for independent samples)")
+        aucs, cov, why = _cov(t, np.concatenate([sa, sb]), why)
         var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
         va, vb, c, paired = cov[0, 0], cov[1, 1], cov[0, 1], True
     else:
-        _binary_labels(labels_b, sb.shape[1], "labels_b")
-        (a,), ca = delong_cov(labels, sa)
-        (b,), cb = delong_cov(labels_b, sb)
+        tb, why_b = _binary_labels(labels_b, sb.shape[1], "labels_b", "scores_b")
+        (a,), ca, why = _cov(t, sa, why)
+        (b,), cb, why_b = _cov(tb, sb, why_b)
+        why = "; ".join(w for w in (why, why_b) if w)
         aucs = np.array([a, b])
         va, vb, c, paired = ca[0, 0], cb[0, 0], 0.0, False
         var = va + vb
     diff = float(aucs[0] - aucs[1])
-    se = float(np.sqrt(max(var, 0.0)))
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else np.nan
     z, p, lo, hi = _wald(diff, se, alpha)
+    warn_reasons("delong", [why])
     return DeLongResult(float(aucs[0]), float(aucs[1]), float(va), float(vb), float(c), diff, se, z, p,
-                        float(lo), float(hi), paired, m, n, alpha)
+                        float(lo), float(hi), paired, m, n, alpha, why, "paired" if paired else "unpaired")

@@ -25,6 +25,7 @@ Maps are ``(N, 1 or C, *spatial)``: 2D and 3D share one code path. The model run
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,13 +37,15 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from probes.core.errors import (AuditInputError, ClassIndexError, InputTypeError, LabelError, ShapeError,
+                                UndefinedValueWarning)
 from probes.core.model import Output, model_state
 from probes.core.result import Result, long_frame, tidy
 from probes.core.validate import (Target, as_case_ids, as_input, as_labels, as_maps, as_targets, check_alpha,
-                                  to_numpy)
+                                  check_class_range, check_finite)
 from probes.metrics.faithfulness import Baseline, class_probability_fn, delta_aupc
 from probes.metrics.localization import msfi
-from probes.metrics.values import Column, WideTableResult
+from probes.metrics.values import Column, WideTableResult, numeric, warn_reasons
 
 __all__ = ["IDENTICAL_MAP", "map_contrast_importance", "ContrastCorrelation", "contrast_importance_correlation",
            "mean_with_ci", "PlausibilityTests", "plausibility_tests", "time_per_map", "Thresholds",
@@ -53,21 +56,44 @@ ExplainFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _floats(a: Any, name: str) -> np.ndarray:
-    return to_numpy(a, name).astype(np.float64)
+def _floats(a: Any, name: str, allow_nan: bool = False) -> np.ndarray:
+    """Numbers as float64: strings refused, Inf refused, NaN refused unless ``allow_nan``."""
+    return numeric(a, name, allow_nan=allow_nan)
 
 
-def _shapley(shapley: Any, n: int, c: int) -> np.ndarray:
+def _shapley(shapley: Any, n: int, c: int, maps_shape: Sequence[int] | None = None) -> np.ndarray:
     """Shapley values → (N, C): a cohort vector (C,) is repeated for every case."""
     s = _floats(shapley, "shapley")
     if s.shape == (c,):
         s = np.broadcast_to(s, (n, c))
     if s.shape != (n, c):
-        raise ValueError(f"shapley shape {s.shape} does not fit {n} cases × {c} contrasts: "
-                         f"expected ({c},) (cohort) or ({n}, {c}) (per case)")
-    if not np.isfinite(s).all():
-        raise ValueError("shapley contains NaN or Inf")
+        # (N, H, W) maps read as H channels of 1-D maps: most likely the channel axis is missing
+        if maps_shape is not None and len(maps_shape) == 3 and s.shape[-1:] != (c,) and s.ndim in (1, 2):
+            raise ShapeError("maps", f"shape {tuple(maps_shape)}", f"one channel per contrast ({s.shape[-1]})",
+                             message=f"maps shape {tuple(maps_shape)} has {c} channels but shapley shape {s.shape} "
+                                     f"has {s.shape[-1]} contrasts: expected maps (N, C, *spatial) with one "
+                                     "channel per contrast")
+        raise ShapeError("shapley", f"shape {s.shape}", f"({c},) or ({n}, {c})",
+                         message=f"shapley shape {s.shape} does not fit {n} cases × {c} contrasts: "
+                                 f"expected ({c},) (cohort) or ({n}, {c}) (per case)")
     return s
+
+
+def _maps_ok(maps: Any, x_shape: Sequence[int] | None = None, name: str = "maps") -> np.ndarray:
+    m = as_maps(maps, x_shape, name=name)
+    check_finite(m, name)
+    return m.numpy()
+
+
+def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+    """``fn(*args, **kwargs)`` with its ``UndefinedValueWarning``s caught; their messages are returned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedValueWarning)
+        out = fn(*args, **kwargs)
+    for w in caught:  # anything else goes on to the caller
+        if not issubclass(w.category, UndefinedValueWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out, [str(w.message) for w in caught if issubclass(w.category, UndefinedValueWarning)]
 
 
 def _identical(a: np.ndarray) -> np.ndarray:
@@ -81,9 +107,11 @@ def _identical(a: np.ndarray) -> np.ndarray:
 def map_contrast_importance(maps: Any) -> np.ndarray:
     """A map's importance of each contrast (Jin et al. 2023, §4.3.1): MI_m = Σ_voxels max(a_m, 0).
 
-    ``maps`` (N, C, *spatial) → (N, C) float64.
+    ``maps`` (N, C, *spatial) → (N, C) float64; NaN/Inf refused. Defined for any finite map
+    (an all-zero map has importance 0 for every contrast; ``contrast_importance_correlation``
+    makes a constant importance NaN).
     """
-    a = as_maps(maps).numpy()
+    a = _maps_ok(maps)
     return np.maximum(a, 0.0).reshape(a.shape[0], a.shape[1], -1).sum(-1)
 
 
@@ -114,18 +142,20 @@ def contrast_importance_correlation(maps: Any, shapley: Any, *, method: str = ""
     vector (C,) or per-case (N, C). Undefined → NaN with a ``reason`` (and one warning):
     ``IDENTICAL_MAP`` when all channels of the case's map are equal (or the map has one
     channel, e.g. Grad-CAM); "constant contrast importance" when either vector is constant.
+    NaN/Inf in ``maps`` or ``shapley`` is refused.
     """
-    a = as_maps(maps).numpy()
+    a = _maps_ok(maps)
     n, c = a.shape[:2]
     ids = as_case_ids(case_ids, n)
     if c == 1:
         s = _floats(shapley, "shapley")
         c_sh = s.shape[-1] if s.ndim in (1, 2) else 0
         if c_sh < 2:
-            raise ValueError(f"shapley shape {s.shape}: need one value per contrast (>= 2 contrasts)")
+            raise ShapeError("shapley", f"shape {s.shape}", "one value per contrast (>= 2 contrasts)",
+                             message=f"shapley shape {s.shape}: need one value per contrast (>= 2 contrasts)")
         s = _shapley(s, n, c_sh)
     else:
-        s = _shapley(shapley, n, c)
+        s = _shapley(shapley, n, c, a.shape)
     ident = _identical(a)
     mi = map_contrast_importance(a)
     tau = np.full(n, np.nan)
@@ -145,7 +175,7 @@ def contrast_importance_correlation(maps: Any, shapley: Any, *, method: str = ""
         kinds = sorted(set(bad))
         warnings.warn(f"contrast-importance τ undefined (NaN) for {len(bad)} of {n} cases"
                       f"{' of ' + repr(method) if method else ''}: {'; '.join(kinds)}",
-                      UserWarning, stacklevel=2)
+                      UndefinedValueWarning, stacklevel=2)
     table = pd.DataFrame({"case_id": ids, "method": method, "reason": reason, "tau_b": tau, "p_value": p})
     return ContrastCorrelation(table=table, id_vars=("case_id", "method", "reason"),
                                title="Contrast importance of the map vs contrast Shapley values (Kendall τ-b)")
@@ -156,18 +186,17 @@ def mean_with_ci(values: Any, *, null: float = 0.0, alpha: float = 0.05) -> dict
 
     Student t on the non-NaN values (``scipy.stats.ttest_1samp``): CI = x̄ ± t_{1−α/2, n−1}·s/√n;
     p = P(T_{n−1} ≥ (x̄ − null)/(s/√n)). Fewer than 2 values, or zero spread, → NaN CI/p with a
-    reason. Returns dict(value, ci_low, ci_high, p_value, n, reason).
+    reason (and one ``UndefinedValueWarning``). NaN values (undefined cases) are left out; Inf
+    is refused. Returns dict(value, ci_low, ci_high, p_value, n, reason).
     """
     check_alpha(alpha)
-    v = _floats(values, "values").reshape(-1)
+    v = _floats(values, "values", allow_nan=True).reshape(-1)
     v = v[~np.isnan(v)]
     out = {"value": float(v.mean()) if v.size else np.nan, "ci_low": np.nan, "ci_high": np.nan,
            "p_value": np.nan, "n": int(v.size), "reason": ""}
-    if v.size < 2:
-        out["reason"] = f"{v.size} defined case(s); need >= 2"
-        return out
-    if np.ptp(v) == 0:
-        out["reason"] = "no spread over cases"
+    if v.size < 2 or np.ptp(v) == 0:
+        out["reason"] = f"{v.size} defined case(s); need >= 2" if v.size < 2 else "no spread over cases"
+        warn_reasons("mean_with_ci", [out["reason"]])
         return out
     two = stats.ttest_1samp(v, null)
     ci = two.confidence_interval(1 - alpha)
@@ -220,18 +249,30 @@ def plausibility_tests(msfi_values: Any, probability: Any, correct: Any, predict
     correct vs wrong predictions, one-sided H1: correct > wrong (``scipy.stats.mannwhitneyu``,
     ``alternative="greater"``, its default method), with effect = U / (n_correct·n_wrong), the
     probability that a correct case has the higher MSFI (ties 1/2). Cases with NaN MSFI are
-    dropped. Fewer than 2 correct or 2 wrong (or constant values) → NaN with a ``reason``.
+    dropped. Fewer than 2 correct or 2 wrong (or constant values) → NaN with a ``reason`` (and
+    one ``UndefinedValueWarning``). Inf, probabilities outside [0, 1], non-integer classes and
+    ``correct`` other than 0/1 are refused.
     """
-    m = _floats(msfi_values, "msfi_values").reshape(-1)
+    m = _floats(msfi_values, "msfi_values", allow_nan=True).reshape(-1)
     pr = _floats(probability, "probability").reshape(-1)
     ok = np.asarray(correct).reshape(-1)
-    pred = np.asarray(predicted).reshape(-1)
+    pred = _floats(predicted, "predicted").reshape(-1)
     for name, arr in (("probability", pr), ("correct", ok), ("predicted", pred)):
         if arr.shape != m.shape:
-            raise ValueError(f"{name} has shape {arr.shape}; expected {m.shape} like msfi_values")
+            raise ShapeError(name, f"shape {arr.shape}", f"{m.shape} like msfi_values",
+                             message=f"{name} has shape {arr.shape}; expected {m.shape} like msfi_values")
+    if ((pr < 0) | (pr > 1)).any():
+        raise AuditInputError("probability", f"values in [{pr.min():.3g}, {pr.max():.3g}]", "probabilities in [0, 1]",
+                         message=f"probability must lie in [0, 1], got values in [{pr.min():.3g}, {pr.max():.3g}]")
+    if (pred != np.round(pred)).any():
+        raise ClassIndexError("predicted", "non-integer values", "integer class indices",
+                              message="predicted must hold integer class indices")
+    pred = pred.astype(int)
     if ok.dtype != bool:
-        if not np.isin(ok, [0, 1]).all():
-            raise ValueError(f"correct must be boolean (or 0/1), got values {np.unique(ok)[:5].tolist()}")
+        if ok.dtype.kind not in "biuf" or not np.isin(ok, [0, 1]).all():
+            vals = np.unique(ok)[:5].tolist()
+            raise LabelError("correct", vals, "boolean or 0/1",
+                             message=f"correct must be boolean (or 0/1), got values {vals}")
         ok = ok.astype(bool)
     keep = ~np.isnan(m)
     dropped = int((~keep).sum())
@@ -251,23 +292,41 @@ def plausibility_tests(msfi_values: Any, probability: Any, correct: Any, predict
                      "statistic": u, "effect": eff, "p_value": p_u, **counts})
     table = pd.DataFrame(rows).assign(method=method)[
         ["method", "group", "test", "reason", "statistic", "effect", "p_value", "n", "n_correct", "n_wrong"]]
+    warn_reasons("plausibility_tests", table["reason"][table["statistic"].isna()])
     return PlausibilityTests(table=table, id_vars=("method", "group", "test", "reason"),
                              title="Informative plausibility (Jin et al. 2023, G4)")
 
 
 # ----------------------------------------------------------------------------- G5: time
-def time_per_map(explain_fn: ExplainFn, x: Tensor, target: Tensor, *,
-                 warmup: bool = True) -> tuple[Tensor, float]:
+def time_per_map(explain_fn: ExplainFn, x: Tensor, target: Target, *, warmup: bool = True,
+                 model: nn.Module | None = None) -> tuple[Tensor, float]:
     """Maps for the batch and wall-clock seconds per map (``time.perf_counter``).
 
     One warm-up call on the first case (lazy initialisation, allocator, caches) is not timed;
-    then ``explain_fn(x, target)`` is timed once and divided by N. Returns (maps, seconds).
+    then ``explain_fn(x, target)`` is timed once and divided by N. ``x`` is checked (NaN/Inf
+    refused) and ``target`` made one class index per case; with ``model`` (the model
+    ``explain_fn`` explains) ``x`` is also checked against its channels and cast to its dtype,
+    and ``target`` against its classes. Returns (maps, seconds).
     """
-    if warmup:
-        explain_fn(x[:1], target[:1])
-    t0 = time.perf_counter()
-    maps = explain_fn(x, target)
-    return maps, (time.perf_counter() - t0) / x.shape[0]
+    if model is not None and not isinstance(model, nn.Module):
+        raise InputTypeError("model", type(model).__name__, "a torch.nn.Module",
+                             message=f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = as_input(x, "x", model=model)
+    target = as_targets(target, x.shape[0])
+    with model_state(model, warn="time_per_map") if model is not None else contextlib.nullcontext():
+        if model is not None:
+            with torch.no_grad():
+                check_class_range(target, class_probability_fn(model)(x[:1]).shape[1])
+        if warmup:
+            explain_fn(x[:1], target[:1])
+        t0 = time.perf_counter()
+        maps = explain_fn(x, target)
+        secs = (time.perf_counter() - t0) / x.shape[0]
+    shape = getattr(getattr(maps, "maps", maps), "shape", None)  # an Attribution carries .maps
+    if shape is None or tuple(shape)[:1] != (x.shape[0],):
+        raise ShapeError("explain_fn", f"maps of shape {shape if shape is not None else type(maps).__name__}",
+                         f"one map per case of x ({x.shape[0]})")
+    return maps, secs
 
 
 # ----------------------------------------------------------------------------- report
@@ -313,9 +372,10 @@ class TruthfulnessReport(Result):
     reason); ``plausibility``: every G4 test (:func:`plausibility_tests`) per method and group;
     ``thresholds`` used.
 
-    ``to_frame()`` is ``metrics`` in the long format: method, criterion, reason, stat (one of
-    value, ci_low, ci_high, p_value, n, threshold, passes (1/0, NaN when undecided)), metric,
-    value. ``tables()`` adds ``criteria`` (metric ``passes``), ``per_case`` and ``plausibility``.
+    ``to_frame()`` is ``metrics`` in the long format: method, criterion, stat (one of value,
+    ci_low, ci_high, p_value, n, threshold, passes (1/0, NaN when undecided)), reason (why the
+    value is NaN; "" where defined), metric, value. A statistic that does not apply to a metric
+    (the CI of a time, the threshold of a correlation without verdict) is left out. ``tables()`` adds ``criteria`` (metric ``passes``), ``per_case`` and ``plausibility``.
     """
 
     criteria: pd.DataFrame
@@ -330,8 +390,11 @@ class TruthfulnessReport(Result):
         wide = self.metrics.assign(passes=_passes_as_float(self.metrics["passes"]))
         long = long_frame(wide.rename(columns={"metric": "quantity"}),
                           ["method", "criterion", "reason", "quantity"], list(_STATS))
-        return tidy(long.rename(columns={"metric": "stat"}).rename(columns={"quantity": "metric"})[
+        out = tidy(long.rename(columns={"metric": "stat"}).rename(columns={"quantity": "metric"})[
             ["method", "criterion", "reason", "stat", "metric", "value"]])
+        out.loc[out["value"].notna(), "reason"] = ""
+        # NaN without a reason is a statistic that does not apply; undefined ones carry a reason
+        return out[out["value"].notna() | (out["reason"] != "")].reset_index(drop=True)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """``metrics`` (= ``to_frame()``), ``criteria``, ``per_case`` and ``plausibility``, each long."""
@@ -385,10 +448,12 @@ class _Collector:
                              "p_value": stat.get("p_value", np.nan), "n": stat.get("n", len(self.case_ids)),
                              "threshold": threshold, "passes": passes, "reason": stat.get("reason", "")})
 
-    def values(self, method: str, name: str, values: Any, reasons: Sequence[str] | None = None) -> None:
+    def values(self, method: str, name: str, values: Any, reasons: Sequence[str] | str = "") -> None:
+        """Per-case values of one metric; ``reasons`` (per case, or one for all) kept where NaN."""
+        v = np.asarray(values, dtype=np.float64)
+        why = np.broadcast_to(np.asarray(reasons, dtype=object), v.shape)
         self.per_case.append(pd.DataFrame({"case_id": self.case_ids, "method": method, "metric": name,
-                                           "value": np.asarray(values, dtype=np.float64),
-                                           "reason": "" if reasons is None else list(reasons)}))
+                                           "value": v, "reason": np.where(np.isnan(v), why, "")}))
 
     def mean_test(self, method: str, name: str, label: str, values: np.ndarray, null: float,
                   reasons: Sequence[str] = ()) -> tuple[bool, str]:
@@ -396,7 +461,7 @@ class _Collector:
 
         With no defined value, the per-case ``reasons`` explain why.
         """
-        st = mean_with_ci(values, null=null, alpha=self.thresholds.alpha)
+        st, _ = _quiet(mean_with_ci, values, null=null, alpha=self.thresholds.alpha)
         if st["n"] == 0 and any(reasons):
             st["reason"] = "; ".join(sorted({r for r in reasons if r}))
         ok = bool(st["p_value"] < self.thresholds.alpha) if pd.notna(st["p_value"]) else False
@@ -436,9 +501,13 @@ def evaluate_methods(model: nn.Module, x: Tensor, target: Target | None = None, 
     t-intervals, ``mean_with_ci``), G4 from ``plausibility_tests`` on MSFI (a one-channel map is
     repeated for every contrast, as Jin et al. do for Grad-CAM), G5 from ``time_per_map``.
     """
-    x = as_input(x)
-    if not methods:
-        raise ValueError("methods is empty: pass {method name: explain_fn}")
+    if not isinstance(model, nn.Module):
+        raise InputTypeError("model", type(model).__name__, "a torch.nn.Module",
+                             message=f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = as_input(x, "x", model=model)
+    if not isinstance(methods, Mapping) or not methods:
+        raise InputTypeError("methods", type(methods).__name__, "a non-empty mapping {method name: explain_fn}",
+                             message="methods is empty or not a mapping: pass {method name: explain_fn}")
     n, c = x.shape[:2]
     ids = as_case_ids(case_ids, n)
     y = as_labels(labels, n, binary=False)
@@ -447,39 +516,42 @@ def evaluate_methods(model: nn.Module, x: Tensor, target: Target | None = None, 
     if importance is None and w_msfi.ndim == 2:
         w_msfi = w_msfi.mean(0)
     if w_msfi.shape not in ((c,), (n, c)):
-        raise ValueError(f"importance shape {w_msfi.shape}; expected ({c},) or ({n}, {c})")
+        raise ShapeError("importance", f"shape {w_msfi.shape}", f"({c},) or ({n}, {c})",
+                         message=f"importance shape {w_msfi.shape}; expected ({c},) or ({n}, {c})")
     th = thresholds
     out = _Collector(ids, th)
     with model_state(model, warn="evaluate_methods"):
         with torch.no_grad():
             probs = class_probability_fn(model, output, dtype=torch.float64)(x).double()
+        check_class_range(torch.as_tensor(y), probs.shape[1], "labels")
         pred = probs.argmax(1)
         explained = pred if target is None else as_targets(target, n, device=pred.device)
+        check_class_range(explained, probs.shape[1], "target")
         p_hat = probs.gather(1, pred[:, None])[:, 0].cpu().numpy()
         pred_np = pred.cpu().numpy()
         correct = pred_np == y
         for meth, fn in methods.items():
             maps, secs = time_per_map(fn, x, explained, warmup=warmup)
-            a = as_maps(maps, x.shape, name=f"maps of method {meth!r}").numpy()
-            # G3 (a): contrast importance vs Shapley
-            tau = contrast_importance_correlation(a, sh, method=meth, case_ids=ids)
+            a = _maps_ok(maps, x.shape, name=f"maps of method {meth!r}")
+            # G3 (a): contrast importance vs Shapley (its warning goes into the call's one warning)
+            tau, _ = _quiet(contrast_importance_correlation, a, sh, method=meth, case_ids=ids)
             out.values(meth, "tau_b", tau.tau_b, tau.reason)
             ok_tau, why_tau = out.mean_test(meth, "tau_b", "τ-b", tau.tau_b, th.tau_min, tau.reason)
             # G3 (b): ΔAUPC
-            d = delta_aupc(model, x, explained, a, n_samples=n_samples, seed=seed, steps=steps, baseline=baseline,
-                           batch_size=batch_size, output=output, method=meth, case_ids=ids)
+            d, _ = _quiet(delta_aupc, model, x, explained, a, n_samples=n_samples, seed=seed, steps=steps,
+                          baseline=baseline, batch_size=batch_size, output=output, method=meth, case_ids=ids)
             for name in ("aupc", "aupc_random_mean", "aupc_random_std", "delta_aupc"):
-                out.values(meth, name, d.column(name))
-            ok_d, why_d = out.mean_test(meth, "delta_aupc", "ΔAUPC", d.delta_aupc, th.delta_aupc_min)
+                out.values(meth, name, d.column(name), d.table["reason"].to_numpy())
+            ok_d, why_d = out.mean_test(meth, "delta_aupc", "ΔAUPC", d.delta_aupc, th.delta_aupc_min,
+                                        tuple(d.table["reason"]))
             why = "; ".join(w for w in (why_tau, why_d) if w)
             out.criteria.append((meth, "G3", _verdict([ok_tau, ok_d]), why))
             # G4: MSFI vs correctness
-            a_c = np.ascontiguousarray(np.broadcast_to(a, (n, c, *a.shape[2:])))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # NaN MSFI cases are counted in the tests' reason
-                ms = msfi(a_c, mask, w_msfi).numpy()
-            out.values(meth, "msfi", ms)
-            t4 = plausibility_tests(ms, p_hat, correct, pred_np, method=meth)
+            a_c = np.array(np.broadcast_to(a, (n, c, *a.shape[2:])))  # writable: torch refuses read-only arrays
+            ms, why_ms = _quiet(msfi, a_c, mask, w_msfi)
+            ms = ms.numpy()
+            out.values(meth, "msfi", ms, "; ".join(w.split(" — ", 1)[-1] for w in why_ms))
+            t4, _ = _quiet(plausibility_tests, ms, p_hat, correct, pred_np, method=meth)
             out.plausibility.append(t4.table)
             mw = t4.row("all", "mannwhitney_correct_gt_wrong")
             ok4 = pd.NA if pd.isna(mw.p_value) else bool(mw.p_value < th.alpha)
@@ -503,6 +575,10 @@ def evaluate_methods(model: nn.Module, x: Tensor, target: Target | None = None, 
     crit["passes"] = crit["passes"].astype("boolean")
     mets = pd.DataFrame(out.metrics)
     mets["passes"] = mets["passes"].astype("boolean")
-    return TruthfulnessReport(criteria=crit, metrics=mets,
-                              per_case=pd.concat([*out.per_case, *extra], ignore_index=True),
-                              plausibility=pd.concat(out.plausibility, ignore_index=True), thresholds=th)
+    rep = TruthfulnessReport(criteria=crit, metrics=mets,
+                             per_case=pd.concat([*out.per_case, *extra], ignore_index=True),
+                             plausibility=pd.concat(out.plausibility, ignore_index=True), thresholds=th)
+    frame = rep.to_frame()
+    warn_reasons("evaluate_methods", [*frame["reason"][frame["value"].isna()],
+                                      *rep.per_case["reason"][rep.per_case["value"].isna()]])
+    return rep

@@ -10,19 +10,49 @@
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from probes.core.errors import InputTypeError, OptionError, ShapeError, UndefinedValueWarning
 from probes.core.result import Result, long_frame
-from probes.core.validate import as_case_ids, to_numpy
+from probes.core.validate import as_case_ids, check_finite, to_numpy
 
-__all__ = ["WideTableResult", "Column", "CaseValues", "case_values", "case_means", "contrast_names"]
+__all__ = ["WideTableResult", "Column", "CaseValues", "case_values", "case_means", "contrast_names",
+           "warn_reasons", "numeric"]
 
 # Columns that describe a row without identifying a measurement: never grouped on in summaries.
 _ANNOTATIONS = ("case_id", "reason")
+
+
+def warn_reasons(instrument: str, reasons: Iterable[str], category: type[Warning] = UndefinedValueWarning,
+                 stacklevel: int = 3) -> None:
+    """One warning (``category``, an :class:`UndefinedValueWarning`) for a call with undefined values.
+
+    The message has the form of ``probes.core.errors.warn_undefined``: each distinct reason with
+    its count. Nothing is raised when every reason is empty.
+    """
+    counts = Counter(r for r in reasons if r)
+    if counts:
+        text = "; ".join(f"{reason} ({n}×)" for reason, n in counts.most_common())
+        warnings.warn(f"{instrument}: NaN where the value is undefined — {text}", category, stacklevel=stacklevel)
+
+
+def numeric(a: Any, name: str, *, finite: bool = True, allow_nan: bool = False) -> np.ndarray:
+    """``a`` as a float64 numpy array: strings/objects refused (:class:`InputTypeError`); NaN/Inf
+    refused (:class:`NonFiniteError`) when ``finite`` — NaN alone is let through with ``allow_nan``."""
+    v = to_numpy(a, name)
+    if v.dtype.kind not in "biuf":
+        raise InputTypeError(name, f"dtype {v.dtype}", "numbers",
+                             message=f"{name} must hold numbers, got dtype {v.dtype}")
+    v = v.astype(np.float64)
+    if finite:
+        check_finite(v[~np.isnan(v)] if allow_nan else v, name)
+    return v
 
 
 def contrast_names(contrasts: Sequence[Any] | None, c: int, name: str = "contrasts") -> list[str]:
@@ -79,8 +109,15 @@ class WideTableResult(Result):
     notes: tuple[str, ...] = field(default=())
 
     def to_frame(self) -> pd.DataFrame:
-        """Long copy: the id columns, ``metric``, ``value``."""
-        return long_frame(self.table, self.id_vars)
+        """Long copy: the id columns, ``metric``, ``value``.
+
+        With a ``reason`` column (why a case's values are undefined) the reason is kept only on
+        the rows whose value is NaN: ``""`` where the value is defined.
+        """
+        out = long_frame(self.table, self.id_vars)
+        if "reason" in out.columns:
+            out.loc[out["value"].notna(), "reason"] = ""
+        return out
 
     def column(self, name: str) -> np.ndarray:
         """One measurement column of ``table`` as a float64 array (one entry per row)."""
@@ -132,15 +169,18 @@ def case_values(values: Any, metric: str, *, case_ids: Sequence[Any] | None = No
     """Tidy rows of an element-wise metric: ``(N,)`` → case_id, method, metric, value; ``(N, C)`` →
     case_id, method, contrast, metric, value (contrast names default to ``"0"``, ``"1"``, ...).
 
-    ``case_ids`` are stored as str (default ``"0"``, ``"1"``, ...). Values are read as float64.
+    ``case_ids`` are stored as str (default ``"0"``, ``"1"``, ...). Values are read as float64;
+    NaN (an undefined value, which the metric warned about) is kept, Inf is refused.
     """
-    v = to_numpy(values, "values").astype(np.float64)
-    if v.ndim not in (1, 2):
-        raise ValueError(f"values must be (N,) or (N, C), got shape {v.shape}")
+    v = numeric(values, "values", allow_nan=True)
+    if v.ndim not in (1, 2) or v.shape[0] == 0:
+        raise ShapeError("values", f"shape {v.shape}", "(N,) or (N, C) with N >= 1",
+                         message=f"values must be (N,) or (N, C) with N >= 1, got shape {v.shape}")
     n = v.shape[0]
     ids = as_case_ids(case_ids, n)
     if not isinstance(metric, str) or not metric:
-        raise ValueError(f"metric must be a non-empty str naming the values, got {metric!r}")
+        raise OptionError("metric", repr(metric), "a non-empty str",
+                          message=f"metric must be a non-empty str naming the values, got {metric!r}")
     if v.ndim == 1:
         table = pd.DataFrame({"case_id": ids, "method": method, metric: v})
         id_vars: tuple[str, ...] = ("case_id", "method")

@@ -150,7 +150,7 @@ def test_result_protocol_and_declared_input_layout(resnet18):
     res = roi_cosine_distances(resnet18, x, masks, points, case_ids=[10, 11, 12])
     assert isinstance(res, RoiDistances)
     long = res.to_frame()
-    assert list(long.columns) == ["case_id", "point", "roi_a", "roi_b", "metric", "value"]
+    assert list(long.columns) == ["case_id", "point", "roi_a", "roi_b", "reason", "metric", "value"]
     assert long.case_id.map(type).eq(str).all() and list(long.case_id[:3]) == ["10", "11", "12"]
     assert set(res.tables()) == {"distances", "weights"}
     text = res.summary()

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
 from probes import HookRegistry, ModelSnapshot
+from probes.core.errors import UndefinedValueWarning
 from probes.internals.linear import extract_features, fit_linear_probes, split_by_group
 
 SPLIT = (0.5, 0.2, 0.3)
@@ -176,8 +177,13 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="NaN"):
         fit_linear_probes({"p": bad}, y, g)
     one = {f"p{i}": ("test" if i in (0, 2) else "val" if i in (1, 4, 5) else "train") for i in range(20)}
-    with pytest.raises(ValueError, match="'test' has .* class"):
-        fit_linear_probes({"p": X}, y, g, split=one)
+    # a test split with one class cannot give an AUC: NaN with its reason, not an error
+    with pytest.warns(UndefinedValueWarning, match="'test' has .* class"):
+        res = fit_linear_probes({"p": X}, y, g, split=one, Cs=[1.0])
+    t = res.to_frame()
+    auc_test = t[(t.split == "test") & (t.metric == "auc")]
+    assert auc_test.value.isna().all() and auc_test.reason.str.contains("'test' has").all()
+    assert t[(t.split == "test") & (t.metric == "accuracy")].value.notna().all()
 
 
 def test_3d_model_features_and_probes():
@@ -229,7 +235,7 @@ def test_result_protocol():
     res = fit_linear_probes({"p": X, "q": X[:, :2]}, y, grp, split=(0.5, 0.25, 0.25), Cs=[0.1, 1.0],
                             case_ids=[f"s{i}" for i in range(len(y))])
     frame = res.to_frame()
-    assert list(frame.columns) == ["point", "task", "split", "C", "metric", "value"]
+    assert list(frame.columns) == ["point", "task", "split", "C", "reason", "metric", "value"]
     pd.testing.assert_frame_equal(frame[["point", "task", "split", "metric", "value"]],
                                   res.table[["point", "task", "split", "metric", "value"]])
     tabs = res.tables()

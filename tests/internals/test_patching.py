@@ -40,6 +40,7 @@ from skimage.measure import block_reduce
 
 from probes import HookRegistry, ModelSnapshot
 from probes.core import ModelInterface, resize_mask
+from probes.core.errors import UndefinedValueWarning
 from probes.hooks.registry import ANCHORS
 from probes.internals.patching import PatchingResult, activation_patching, select_pairs
 
@@ -292,7 +293,8 @@ def test_result_protocol(resnet18):
     with pytest.raises(FrozenInstanceError):
         res.table = None
     long = res.to_frame()
-    assert list(long.columns) == ["pair", "point", "direction", "roi", "control", "draw", "metric", "value"]
+    assert list(long.columns) == ["pair", "point", "direction", "roi", "control", "draw", "reason", "metric",
+                                  "value"]
     assert len(long) == 4 * len(res.table) and set(long.metric) == {"coverage", "p_before", "p_after", "delta"}
     wide = long.pivot_table(index=["pair", "point", "direction", "roi", "control", "draw"], columns="metric",
                             values="value")
@@ -379,8 +381,8 @@ def test_bad_inputs_raise_clear_errors(resnet18):
         activation_patching(reg, x, 1, x, "layer1.0.local", directions=("s->t",))
     with pytest.raises(ValueError, match="n_samples"):
         activation_patching(reg, x, 1, x, "layer1.0.local", masks={"roi": torch.ones(2, 32, 32)}, n_samples=0)
-    with pytest.warns(UserWarning, match="empty for pair"):
+    with pytest.warns(UndefinedValueWarning, match="nothing grafted"):   # an empty ROI measures nothing
         e = activation_patching(reg, x, 1, x.flip(0), "layer1.0.local", masks={"roi": torch.zeros(2, 32, 32)},
                                 controls=()).table
-    assert (e["delta"] == 0).all() and (e["coverage"] == 0).all()
+    assert e["delta"].isna().all() and (e["coverage"] == 0).all() and e["reason"].str.contains("empty").all()
     assert snap.diff(resnet18) == []

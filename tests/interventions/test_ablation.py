@@ -210,7 +210,7 @@ def test_study_result_follows_the_result_protocol(marker_study):
 
     st, test = marker_study
     df = st.to_frame()
-    assert list(df.columns) == ["condition", "metric", "value"] and df is not st.to_frame()
+    assert list(df.columns) == ["condition", "reason", "metric", "value"] and df is not st.to_frame()
     wide = df.pivot(index="condition", columns="metric", values="value").loc[st.per_condition["condition"]]
     for col in ("auc", "ci_low", "delta_auc", "p", "shift_1", "n"):
         np.testing.assert_array_equal(wide[col].to_numpy(), st.per_condition[col].to_numpy(dtype=float))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from probes.core.errors import UndefinedValueWarning
 from probes.core.model import ModelSnapshot
 from probes.interventions.shapley import EfficiencyWarning, contrast_shapley, exact_shapley, shapley_from_values
 from probes.interventions.shapley_rank import (contrast_ranking, footrule_max, normalized_spearman_footrule,
@@ -182,7 +183,7 @@ def test_equals_captum_shapley_per_case(net64, xs):
                                          feature_mask=torch.arange(4).view(1, 4, 1, 1))
     np.testing.assert_allclose(logit.phi, ref[:, :, 0, 0].numpy(), atol=1e-6)
     df = res.to_frame()
-    assert list(df.columns) == ["case_id", "contrast", "absent", "value_function", "metric", "value"]
+    assert list(df.columns) == ["case_id", "contrast", "absent", "value_function", "reason", "metric", "value"]
     assert len(df) == 24 and set(df.contrast) == set(NAMES) and (df.absent == "zero").all()
     assert df.case_id.map(type).eq(str).all() and set(df.metric) == {"phi", "rank"}
     phi = df[df.metric == "phi"].pivot(index="case_id", columns="contrast", values="value")
@@ -243,8 +244,9 @@ def test_bad_inputs_name_the_argument(net64, xs):
         contrast_shapley(net64, xs, None, "prob", labels=[0, 1, 1], contrasts=NAMES[:3])
     with pytest.raises(ValueError, match="per_case"):
         contrast_shapley(net64, xs, None, "auc", labels=[0, 1, 1], per_case=True)
-    with pytest.raises(ValueError, match="both classes"):
-        contrast_shapley(net64, xs, None, "auc", labels=[1, 1, 1])
+    with pytest.warns(UndefinedValueWarning, match="both classes"):   # an AUC of one class: NaN, with why
+        one = contrast_shapley(net64, xs, None, "auc", labels=[1, 1, 1])
+    assert np.isnan(one.phi).all() and (one.to_frame().reason.str.contains("one class")).all()
     with pytest.raises(ValueError, match="N ≥ 2"):
         contrast_shapley(net64, xs[:1], None, "prob", labels=[0], absent="marginal")
     with pytest.raises(ValueError, match=r"masks\['brain'\] shape \(3, 8, 8\)"):
@@ -310,9 +312,9 @@ def test_result_tables_summary_and_baseline_disagreement(net64, xs):
     dis = baseline_disagreement(zero, mean, reference=ref)
     ra, rb = zero.ranking(), mean.ranking()
     assert list(dis.table.columns) == ["case_id", "rank_zero", "rank_mean", "agree", "footrule_agreement",
-                                       "rank_zero_vs_reference", "rank_mean_vs_reference"]
+                                       "rank_zero_vs_reference", "rank_mean_vs_reference", "reason"]
     df = dis.to_frame()
-    assert list(df.columns) == ["case_id", "metric", "value"] and df.case_id.map(type).eq(str).all()
+    assert list(df.columns) == ["case_id", "reason", "metric", "value"] and df.case_id.map(type).eq(str).all()
     agree = df[df.metric == "agree"].value.to_numpy()
     np.testing.assert_array_equal(agree, (ra == rb).all(1).astype(float))
     fr = df[df.metric == "rank_zero_vs_reference"].value.to_numpy()

@@ -49,9 +49,9 @@ def test_deletion_and_insertion_curves_by_hand():
     np.testing.assert_allclose(ins.probabilities[0], [0, 0.5, 1, 1, 1], atol=1e-6)
     np.testing.assert_allclose(aupc(d).numpy(), [0.25, 0.25], atol=1e-6)
     assert snap.diff(model) == []
-    # tidy rows: case_id (str), method, mode, fraction, metric, value
+    # tidy rows: case_id (str), method, mode, fraction, reason, metric, value
     f = d.to_frame()
-    assert list(f.columns) == ["case_id", "method", "mode", "fraction", "metric", "value"]
+    assert list(f.columns) == ["case_id", "method", "mode", "fraction", "reason", "metric", "value"]
     assert f.case_id.tolist()[:6] == ["0"] * 5 + ["1"] and set(f.metric) == {"probability"}
     np.testing.assert_allclose(f[f.case_id == "1"].value, [1, 0.5, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(f.fraction[:5], [0, 0.25, 0.5, 0.75, 1])
@@ -73,7 +73,7 @@ def test_delta_aupc_true_map_positive_random_map_near_zero():
     assert (np.abs(r.delta_aupc) < 0.1).all() and (r.aupc_random_std > 0).all()
     # tidy rows, one per case and metric
     f = true.to_frame()
-    assert list(f.columns) == ["case_id", "method", "mode", "metric", "value"] and len(f) == 8
+    assert list(f.columns) == ["case_id", "method", "mode", "reason", "metric", "value"] and len(f) == 8
     row = f[(f.case_id == "b") & (f.metric == "delta_aupc")]
     assert row.value.item() == pytest.approx(true.delta_aupc[1]) and row.method.item() == "true"
     # the same curves as deletion_curve: AUPC of the map's ordering

@@ -131,7 +131,7 @@ def test_3d_and_table():
                                  contrasts=["t1", "t1c", "t2", "flair"])
     assert isinstance(res, LocalizationTable)
     df = res.to_frame()
-    assert list(df.columns) == ["case_id", "method", "point", "contrast", "roi", "metric", "value"]
+    assert list(df.columns) == ["case_id", "method", "point", "contrast", "roi", "reason", "metric", "value"]
     row = df[(df.metric == "relevance_mass") & (df.contrast == "t2")]
     assert row.value.item() == pytest.approx(relevance_mass(a, m)[0, 2].item())
 
@@ -193,3 +193,23 @@ def test_msfi_with_one_roi_per_contrast():
     assert msfi(a, roi, [2.0, 1.0]).item() == pytest.approx((0.75 + 0.25) / 1.5)
     with pytest.raises(ValueError, match=r"importance shape \(3,\) does not match the 2 contrasts"):
         msfi(a, roi, [1.0, 1.0, 1.0])
+
+
+def test_msfi_counts_a_weighted_contrast_without_positive_attribution_as_zero():
+    """Closed form: FP = (0.4, 0 (no positive attribution), 0.5), w = (1, 0.5, 0.25) → 0.525 / 1.75 = 0.3.
+
+    The contrast the explanation fails to show contributes 0 and keeps its weight in the
+    denominator (not NaN), and the warning names it.
+    """
+    a = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]],        # T1: FP = (1 + 3) / 10
+                       [[-1.0, -1.0], [-1.0, -1.0]],    # T1c: no positive attribution
+                       [[0.0, 0.0], [5.0, 5.0]]]])      # T2: FP = 5 / 10
+    roi = torch.tensor([[[1, 0], [1, 0]]], dtype=torch.bool)
+    with pytest.warns(UserWarning, match=r"no positive attribution.*T1c \(1 case"):
+        v = msfi(a, roi, [2.0, 1.0, 0.5], contrasts=["T1", "T1c", "T2"])
+    assert v.item() == pytest.approx((1 * 0.4 + 0.5 * 0.0 + 0.25 * 0.5) / 1.75) == pytest.approx(0.3)
+    # the same contrast with weight 0 does not enter at all
+    assert msfi(a, roi, [2.0, 0.0, 0.5]).item() == pytest.approx((0.4 + 0.25 * 0.5) / 1.25)
+    # an empty ROI on a weighted contrast is still undefined
+    with pytest.warns(UserWarning):
+        assert torch.isnan(msfi(a, torch.zeros_like(roi), [2.0, 1.0, 0.5])).all()

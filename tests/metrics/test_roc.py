@@ -82,7 +82,7 @@ def test_result_is_tidy():
     r = delong(t, d["s100b"], d["wfns"], alpha=0.1)
     assert isinstance(r, DeLongResult)
     f = r.to_frame()
-    assert list(f.columns) == ["test", "metric", "value"] and set(f.test) == {"paired"}
+    assert list(f.columns) == ["test", "reason", "metric", "value"] and set(f.test) == {"paired"}
     v = f.set_index("metric").value
     assert (v["auc_a"], v["z"], v["p"], v["ci_low"], v["n_pos"], v["alpha"]) == (r.auc_a, r.z, r.p, r.ci_low, 41, 0.1)
     one = delong(t, d["s100b"])
@@ -91,7 +91,6 @@ def test_result_is_tidy():
 
 
 @pytest.mark.parametrize("labels, scores, match", [
-    ([0, 0, 0, 0], [1, 2, 3, 4], "labels has a single class"),
     ([0, 1, 2, 1], [1, 2, 3, 4], r"labels must be 0/1, got values \[0, 1, 2\]"),
     ([0, 1, 0], [1, 2, 3, 4], "labels has 3 entries for 4 cases"),
     ([0, 1, 0, 1], [1, np.nan, 3, 4], "NaN"),

@@ -161,7 +161,7 @@ def test_default_statistics_follow_the_columns(reads):
 def test_tidy_frame_is_the_table_long_and_a_statistic_name_is_not_the_columns(reads):
     res = cluster_bootstrap(reads, statistic=["auc"], n_boot=30, seed=2)
     long = res.to_frame()
-    assert list(long.columns) == ["statistic", "phase", "kind", "baseline", "metric", "value"]
+    assert list(long.columns) == ["statistic", "phase", "kind", "baseline", "reason", "metric", "value"]
     assert list(dict.fromkeys(long["metric"])) == ["estimate", "se", "ci_low", "ci_high", "n_valid", "n_excluded"]
     wide = long.pivot_table(index="phase", columns="metric", values="value", sort=False)
     np.testing.assert_allclose(wide["estimate"], res.table.set_index("phase").loc[wide.index, "estimate"])

@@ -16,6 +16,7 @@ from audit.readers.calibration import (brier_score, calibration_fit, expected_ca
 from audit.readers.decision import decision_curve, net_benefit, reads_decision_curve
 from audit.readers.roc import reader_roc, roc_points, vertical_average
 from audit.readers.reads import ReadsError
+from probes.core.errors import UndefinedValueWarning
 from probes.core.stats import bootstrap_indices
 
 from tests.helpers import READERSTUDY_DATA as DATA
@@ -189,9 +190,20 @@ def test_calibration_clips_zero_one_with_warning():
 
 def test_calibration_slope_nan_with_warning_when_separated():
     y = np.array([0, 0, 0, 1, 1, 1])
-    with pytest.warns(RuntimeWarning, match="separates the outcomes perfectly"):
+    with pytest.warns(UndefinedValueWarning, match="separates the outcomes perfectly"):
         f = calibration_fit(y, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     assert np.isnan(f.slope) and np.isnan(f.intercept) and np.isfinite(f.citl)
+    df = f.to_frame().set_index("metric")
+    assert "separates" in df.loc["slope", "reason"] and df.loc["citl", "reason"] == ""
+
+
+def test_calibration_of_a_single_class_is_nan_with_its_reason():
+    with pytest.warns(UndefinedValueWarning, match="single class") as rec:
+        f = calibration_fit([1, 1, 1], [0.2, 0.5, 0.9])
+    assert len([w for w in rec if issubclass(w.category, UndefinedValueWarning)]) == 1
+    assert np.isnan([f.slope, f.intercept, f.citl]).all() and f.n == 3
+    df = f.to_frame()
+    assert (df.loc[df["value"].isna(), "reason"].str.contains("single class")).all()
 
 
 def test_reads_calibration_ai_per_case():
@@ -251,7 +263,6 @@ def test_vertical_average_by_hand():
      r"resample must be an integer array \(n_boot, 3\).*shape \(4, 2\)"),
     (lambda: reliability_curve([0, 1], [0.2, 0.5], n_bins=0), "n_bins must be an int >= 1, got 0"),
     (lambda: reliability_curve([0, 1], [0.2, 0.5], strategy="kmeans"), "strategy='kmeans' is not one of"),
-    (lambda: calibration_fit([1, 1, 1], [0.2, 0.5, 0.9]), "single class"),
     (lambda: roc_points([[0, 1]], [0.2, 0.5]), r"labels must be 1-D, got shape \(1, 2\)"),
 ])
 def test_bad_array_input_names_the_problem(call, match):

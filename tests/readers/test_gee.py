@@ -86,7 +86,7 @@ def test_gee_assistance_equals_direct_statsmodels_call(reads, correlation, cov_t
     np.testing.assert_allclose(res.accuracy["accuracy"], acc)
     assert res.cov_type == cov_type and "OR" in res.summary()
     long = res.to_frame()
-    assert list(long.columns) == ["contrast", "phase", "baseline", "metric", "value"]
+    assert list(long.columns) == ["contrast", "phase", "baseline", "reason", "metric", "value"]
     np.testing.assert_allclose(long.loc[long.metric == "odds_ratio", "value"], c["odds_ratio"])
 
 

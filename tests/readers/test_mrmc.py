@@ -407,7 +407,7 @@ def test_tables_are_the_native_tables_long_with_the_statistic_named(or_fit):
     assert g[("FRRC", "X2")] == _sel(or_fit.global_tests, analysis="FRRC").value
     assert set(g.loc["RRFC"].index) == {"F", "df1", "df2", "p", "error_ms"}
     d = tables["differences"]
-    assert list(d.columns) == ["analysis", "test_a", "test_b", "metric", "value"]
+    assert list(d.columns) == ["analysis", "test_a", "test_b", "reason", "metric", "value"]
     assert set(d.loc[d.analysis == "FRRC", "metric"]) == {"diff", "se", "df", "z", "p", "ci_low", "ci_high"}
     assert set(d.loc[d.analysis == "RRRC", "metric"]) == {"diff", "se", "df", "t", "p", "ci_low", "ci_high"}
     s = or_fit.summary()
