@@ -1,9 +1,12 @@
-"""The ``audit`` command line: ``audit demo | verify | readers``.
+"""The audit command line: audit run | init | demo | verify | readers.
 
-* ``audit demo [--out reports/demo]`` — synthetic cohort, trained CNN, hook check, reader study.
-* ``audit verify MODEL`` — the hook registry's self-check on a checkpoint (with ``--arch``) or
-  on a model folder with a ``model_card.json`` (``audit verify reports/demo``).
-* ``audit readers READS.csv`` — every reader-study statistic on one table of reads.
+* audit run CONFIG — the audit of one model on one cohort, every configured instrument,
+  resumable (audit.run); audit init writes a commented example config.
+* audit demo [--out reports/demo] — synthetic cohort, trained CNN, hook check, reader study,
+  and the default audit of the demo model.
+* audit verify MODEL — the hook registry's self-check on a checkpoint (with --arch) or
+  on a model folder with a model_card.json (audit verify reports/demo).
+* audit readers READS.csv — every reader-study statistic on one table of reads.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -61,6 +65,12 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except _user_errors() as err:
+            problems = getattr(err, "problems", None)
+            if problems:  # a config with several mistakes: one line each, naming its key
+                errors.print(f"[red]error:[/red] {len(problems)} problem(s) in the configuration:")
+                for p in problems:
+                    errors.print(f"  {p}", markup=False)
+                raise typer.Exit(2) from None
             msg = " ".join(str(err).split()) or type(err).__name__
             errors.print(f"[red]error:[/red] {msg}")
             raise typer.Exit(2) from None
@@ -97,7 +107,10 @@ def demo(
     epochs: int = typer.Option(10, help="training epochs of the demo classifier"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Synthetic cohort, a small CNN with a planted shortcut, every instrument, tables in OUT."""
+    """Synthetic cohort, a small CNN with a planted shortcut, its default audit, tables in OUT.
+
+    Example: audit demo --out reports/demo (a second run reuses the cached model).
+    """
     from dataclasses import replace
 
     from audit.demo import DemoConfig, run_demo
@@ -105,6 +118,75 @@ def demo(
     cfg = DemoConfig(n_cases=n_cases, seed=seed)
     cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, seed=seed))
     run_demo(out, cfg, console=console)
+
+
+@app.command("run")
+@command
+def run_cmd(
+    config: Path = typer.Argument(..., help="the run's YAML configuration (write one with `audit init`)"),
+    only: list[str] | None = typer.Option(None, "--only", help="run just this instrument (repeatable)"),
+    fresh: bool = typer.Option(False, "--fresh/--resume", help="--resume (default) reuses every finished "
+                               "unit of an earlier run of the same config; --fresh recomputes everything"),
+    device: str | None = typer.Option(None, help="cpu, cuda or auto (overrides the config's device)"),
+) -> None:
+    """Audit a model on a cohort: every configured instrument, tables as Parquet under the config's out/.
+
+    Example: audit init --template nifti > audit.yaml then audit run audit.yaml --only gradcam.
+    Exit code 0: everything ran; 1: some instrument failed (see out/manifest.json); 2: a mistake in
+    the configuration (one line per mistake, naming its key).
+    """
+    from audit.run import load_config, run_audit
+
+    cfg = load_config(config)
+    if device is not None:
+        from audit.run.config import parse_config
+
+        data = cfg.model_dump(mode="json")
+        data["device"] = device
+        cfg = parse_config(data, str(config))
+    summary = run_audit(cfg, only=only or None, fresh=fresh, console=errors)
+    _print_run(summary)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _print_run(summary) -> None:
+    table = Table(title=f"audit run — {summary.out}")
+    for col in ("units", "count"):
+        table.add_column(col)
+    table.add_row("computed", str(len(summary.computed)))
+    table.add_row("reused (resume)", str(len(summary.reused)))
+    table.add_row("failed", str(len(summary.failed)))
+    console.print(table)
+    for name, reason in summary.skipped.items():
+        console.print(f"  skipped [bold]{name}[/bold]: {reason}", highlight=False)
+    for f in summary.failed[:10]:
+        console.print(f"  [red]failed[/red] {f['instrument']} {f['unit']}: {f['error'][:300]}", highlight=False)
+    console.print(f"tables: {summary.out / 'tables'}   manifest: {summary.out / 'manifest.json'}")
+
+
+@app.command()
+@command
+def init(
+    template: str = typer.Option("demo", help="demo (synthetic cohort, trains its model), nifti (checkpoint + "
+                                 "NIfTI manifest), onnx (channels-last ONNX export + PNG/JPEG folders), "
+                                 "3d (MONAI 3D classifier)"),
+    out: Path | None = typer.Option(None, help="write here instead of standard output (never overwrites)"),
+) -> None:
+    """Write a commented example configuration, generated from the configuration's own models.
+
+    Example: audit init --template onnx --out audit.yaml, edit the paths, audit run audit.yaml.
+    """
+    from audit.run.templates import render_template
+
+    text = render_template(template)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    if out.exists():
+        raise UserError(f"--out {out}: the file exists; choose another name or remove it")
+    out.write_text(text)
+    console.print(f"wrote {out}")
 
 
 @app.command()
@@ -121,7 +203,10 @@ def verify(
                                           help="allow arbitrary unpickling (only for files you trust)"),
     atol: float = typer.Option(1e-5),
 ) -> None:
-    """Self-check the hook registry on a model: every block's anchors hold what they claim."""
+    """Self-check the hook registry on a model: every block's anchors hold what they claim.
+
+    Example: audit verify reports/demo or audit verify model.pt --arch resnet18 --in-chans 4.
+    """
     import torch
 
     from audit.models import load_model
@@ -181,7 +266,10 @@ def readers(
     seed: int = typer.Option(0),
 ) -> None:
     """Reader-study statistics: GEE odds ratios, patient bootstrap, OR/DBM MRMC, ROC, calibration,
-    decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done."""
+    decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done.
+
+    Example: audit readers reads.csv --out reports/readers or audit readers --example.
+    """
     import pandas as pd
 
     from audit.readers import ReadColumns, ReadsError, analyze_reads, write_example_reads

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -33,7 +34,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from audit.training import CARD, TrainConfig, cache_key, train_or_load
 
-__all__ = ["DemoConfig", "run_demo", "cache_root"]
+__all__ = ["DemoConfig", "cache_root", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class DemoConfig:
     q0: float = 0.1
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    audit_cases: int = 32  # the default audit of the demo model runs on this many test cases (0: none)
 
 
 def cache_root() -> Path:
@@ -130,10 +132,40 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
         files["reader_summary"] = out / "readers" / "summary.txt"
         if study.failed:
             raise RuntimeError(f"reader-study instruments failed: {study.failed}")
+    if cfg.audit_cases:
+        console.print(f"[bold]default audit of the demo model[/bold] ({cfg.audit_cases} test cases)")
+        t = time.perf_counter()
+        run = demo_audit(out, scfg, result.card, splits, cfg, console)
+        timings.append({"step": "default audit (audit run)", "seconds": round(time.perf_counter() - t, 2)})
+        files["audit_manifest"] = run.out / "manifest.json"
+        if not run.ok:
+            raise RuntimeError(f"the default audit failed: {run.failed[0]['instrument']}: {run.failed[0]['error']}")
     timings.append({"step": "total", "seconds": round(time.perf_counter() - t_start, 2)})
     files["timings"] = _write_csv(pd.DataFrame(timings), out / "timings.csv")
     _summary(console, result, metrics, verify, timings, out)
     return files
+
+
+def demo_config(out: Path, scfg: Any, card: dict, cfg: DemoConfig) -> Any:
+    """The audit-run config of the demo model (``audit init --template demo`` with its checkpoint)."""
+    from audit.run import parse_config
+
+    return parse_config({
+        "model": {"path": str(out / card["checkpoint"]), "arch": card["arch"], "arch_kwargs": card["arch_kwargs"],
+                  "num_classes": card["num_classes"], "in_chans": card["in_chans"], "class_names": card["classes"]},
+        "cohort": {"source": "synthetic", "synthetic": scfg.to_dict(), "counterfactuals": ["t1c_only", "no_marker"],
+                   "max_cases": cfg.audit_cases},
+        "out": str(out / "audit"), "seed": cfg.seed,
+    }, "demo")
+
+
+def demo_audit(out: Path, scfg: Any, card: dict, splits: dict, cfg: DemoConfig, console: Console | None = None) -> Any:
+    """Run the default audit on the demo model into ``out/audit`` (the splits are reused)."""
+    from audit.run import run_audit
+    from audit.run.context import build_context
+
+    rc = demo_config(out, scfg, card, cfg)
+    return run_audit(rc, ctx=build_context(rc, splits), console=console)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:

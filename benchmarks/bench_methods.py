@@ -40,7 +40,7 @@ def main() -> None:
     reg = HookRegistry(model)
     runs = {
         "gradcam (all 8 blocks, one pass)": lambda: layer_gradcam(reg, x, y),
-        "lrp epsilon_plus": lambda: lrp(model, x, y),
+        "lrp epsilon_plus": lambda: lrp(model, x, y, composite="epsilon_plus"),
         "lrp epsilon_gamma_box": lambda: lrp(model, x, y, composite="epsilon_gamma_box"),
         "lime_map (1000 samples, SLIC 50)": lambda: lime_map(model, x, y, n_samples=1000),
     }

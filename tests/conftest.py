@@ -100,3 +100,20 @@ def segmenter_model(request, tmp_path_factory) -> Trained:
                      lr=3e-3, batch_size=16, seed=request.param)
     res = _train(tmp_path_factory, "segmenter", splits, tc)
     return Trained(res.model, splits, cfg, request.param)
+
+
+@pytest.fixture(scope="session", params=SEEDS, ids=lambda s: f"seed{s}")
+def relational_model(request, tmp_path_factory) -> Trained:
+    """Relational mechanism (class 1: lesion and landmark in the same hemisphere), atlas pose, 96².
+
+    Measured: 800 cases × 20 epochs train in about 160 s on 2 idle cores (300 s on 1 thread
+    under load) to test accuracy 1.0 at seeds 0/1/2; at 64² the relation forms already in the
+    second stage, and 600 × 12 at 128² did not learn (0.44): size and data both matter.
+    """
+    from audit.training import TrainConfig
+
+    cfg, splits = _splits(n_cases=800, dim=2, size=96, seed=21, mechanism="relational", pose="atlas")
+    tc = TrainConfig(arch_kwargs={"channels": (16, 32, 64, 128)}, epochs=20, batch_size=32, lr=3e-3,
+                     seed=request.param)
+    res = _train(tmp_path_factory, "relational", splits, tc)
+    return Trained(res.model, splits, cfg, request.param)

@@ -46,14 +46,15 @@ class EmptyMaskWarning(UserWarning):
 class ManifestError(AuditInputError):
     """A manifest CSV is malformed: missing column, empty required cell, unparsable value.
 
-    ``name`` is the argument (``"csv_path"``), ``got`` the column or cell at fault; the message
-    names the file, the line and the column.
+    ``name`` is the argument holding the manifest (``"csv_path"`` of ``read_manifest``,
+    ``"manifest"`` of ``read_images``), ``got`` the column or cell at fault; the message names
+    the file, the line and the column.
     """
 
-    def __init__(self, message: str, got: Any = None, expected: str = ""):
+    def __init__(self, message: str, got: Any = None, expected: str = "", *, name: str = "csv_path"):
         # the message names the file already; the argument is in ``name`` (no prefix)
         ValueError.__init__(self, message)
-        self.name, self.got, self.expected = "csv_path", got, expected
+        self.name, self.got, self.expected = name, got, expected
 
 
 def close_hint(name: str, options: Iterable[str]) -> str:

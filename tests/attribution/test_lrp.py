@@ -195,5 +195,5 @@ def test_conservation_result_frame(r18, x):
     assert df.metric.tolist()[:4] == ["start", "sum_relevance", "sum_abs_relevance", "rel_error"]
     R = lrp(r18, x, [1, 0])
     assert df.value[1] == pytest.approx(R.maps[0].double().sum().item(), rel=1e-9)
-    assert R.method == "lrp" and R.options["composite"] == "epsilon_plus" and R.contrasts == ("0", "1", "2", "3")
+    assert R.method == "lrp" and R.options["composite"] == "epsilon_gamma_box" and R.contrasts == ("0", "1", "2", "3")
     assert "rel_error" in res.summary()

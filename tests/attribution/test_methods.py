@@ -246,7 +246,7 @@ def test_table_entries_name_a_captum_class_or_a_runner():
         assert (info.captum is not None and hasattr(ca, info.captum)) or info.run is not None, name
     # the package's own implementations take their defaults from their signatures
     assert METHODS["lime"].defaults["n_samples"] == 1000 and METHODS["lime"].defaults["kernel_width"] == 0.25
-    assert METHODS["lrp"].defaults["composite"] == "epsilon_plus"
+    assert METHODS["lrp"].defaults["composite"] == "epsilon_gamma_box"
     assert set(METHODS["gradcam"].defaults) == {"point", "normalize"}
 
 

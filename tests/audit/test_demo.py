@@ -18,7 +18,7 @@ from rich.console import Console
 from audit.demo import DemoConfig, run_demo
 from audit.training import TrainConfig
 
-SMALL = DemoConfig(n_cases=500, size=64, train=TrainConfig(epochs=15, lr=3e-3))
+SMALL = DemoConfig(n_cases=500, size=64, train=TrainConfig(epochs=15, lr=3e-3), audit_cases=12)
 
 
 @pytest.mark.timeout(600)
@@ -57,6 +57,16 @@ def test_small_demo_learns_the_marker_and_reuses_its_checkpoint(tmp_path, monkey
     assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())
     verified = CliRunner().invoke(app, ["verify", str(tmp_path / "out")])
     assert verified.exit_code == 0, verified.output
+    # the demo ends with the default audit of its model: every default instrument ran, none failed
+    manifest = json.loads(files["audit_manifest"].read_text())
+    assert manifest["failures"] == [] and manifest["skipped"] == {} and manifest["n_cases"] == 12
+    assert all(manifest["model_unchanged"].values())
+    audit_pred = pd.read_parquet(tmp_path / "out" / "audit" / "tables" / "predictions.cases.parquet")
+    p1 = audit_pred.query("set == 'audit' and metric == 'p_irregular'").set_index("case_id").value
+    assert p1.to_dict() == pytest.approx(pred.set_index("case_id").p1.loc[p1.index].to_dict(), abs=1e-6)
+    assert set(audit_pred.set) == {"audit", "t1c_only", "no_marker"}
     # a second run with the same config reuses the cached checkpoint
-    run_demo(tmp_path / "out2", SMALL, console=console)
+    from dataclasses import replace
+
+    run_demo(tmp_path / "out2", replace(SMALL, audit_cases=0), console=console)
     assert "(cached)" in (tmp_path / "log.txt").read_text()

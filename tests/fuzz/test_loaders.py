@@ -1,8 +1,8 @@
-"""Bad inputs for the loaders: checkpoints (``audit.models``), cohorts and manifests
-(``audit.data``) and atlas ROIs (``audit.data.atlas``).
+"""Bad inputs for the loaders: checkpoints (``audit.models``), cohorts, manifests and 2-D image
+files (``audit.data``) and atlas ROIs (``audit.data.atlas``).
 
 A damaged file (an empty or truncated ``.safetensors``, text named ``.pt``, a corrupt
-``.onnx``, an unreadable manifest CSV) raises an ``AuditInputError`` — ``CheckpointReadError``
+``.onnx``, an unreadable manifest CSV, text named ``.png``) raises an ``AuditInputError`` — ``CheckpointReadError``
 or ``ManifestError`` — whose ``name`` is the argument and whose message names the file. Files
 are written under a per-module pytest temporary folder.
 """
@@ -16,10 +16,12 @@ import pytest
 import timm
 import torch
 
-from audit.data import (Case, Cohort, CohortDataset, ManifestError, collate, read_manifest, slices_from_volumes,
-                        write_nifti)
+from audit.data import (Case, Cohort, CohortDataset, ManifestError, collate, read_images, read_manifest,
+                        slices_from_volumes, write_nifti)
 from audit.data.atlas import AtlasResult, add_atlas_rois, atlas_rois, intensity_mask, qc_figure
 from audit.models import CheckpointReadError, as_audit_model, load_model, save_state_dict
+from PIL import Image
+
 from probes.core.errors import AuditInputError
 from tests.fuzz.harness import Bad, Row, params, run_case
 
@@ -131,6 +133,70 @@ MANIFESTS = [
 ]
 
 
+# ------------------------------------------------------------------------- 2-D image files
+_CLASSES = ("benign", "malignant")
+
+
+def _png(path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8), "L").save(path)
+
+
+def _png_folder():
+    """``png/classes/<class>/<image>.png``: two classes of two 8×8 grey PNGs (ImageFolder layout)."""
+    root = _dir("png") / "classes"
+    if not root.exists():
+        for i, cls in enumerate(_CLASSES):
+            for j in range(2):
+                _png(root / cls / f"{cls[0]}{j}.png", 10 * i + j)
+    return root
+
+
+def _png_csv():
+    """``png/cases.csv``: the same images, one row each, paths relative to the CSV, class names as labels."""
+    path = _dir("png") / "cases.csv"
+    if not path.exists():
+        root = _png_folder()
+        lines = ["path,label"] + [f"{p.relative_to(path.parent).as_posix()},{p.parent.name}"
+                                  for p in sorted(root.rglob("*.png"))]
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _text_png(text: str) -> str:
+    """Point the first row at a text file named ``text.png``."""
+    (_TMP[0] / "png" / "text.png").write_text("not an image, just words\n")
+    return _set_cell(text, "path", "text.png")
+
+
+def _folder_of(name: str, classes: tuple[str, ...]):
+    def make(folder):
+        out = folder.parent / name
+        for i, cls in enumerate(classes):
+            _png(out / cls / "x0.png", 100 + i)
+        out.mkdir(exist_ok=True)
+        return out
+    return make
+
+
+IMAGE_MANIFESTS = [
+    Bad("a missing file", lambda p: p.parent / "absent.csv", "error"),
+    Bad("a row whose image file is missing",
+        _edited("gone.csv", lambda t: _set_cell(t, "path", "classes/benign/gone.png")), "error"),
+    Bad("an unknown label name", _edited("label_name.csv", lambda t: _set_cell(t, "label", "bening")), "error"),
+    Bad("text named .png", _edited("text_png.csv", _text_png), "error"),
+    Bad("an empty file", _edited("empty.csv", lambda t: ""), "error"),
+    Bad("a header only", _edited("header.csv", lambda t: t.splitlines()[0] + "\n"), "ok"),
+    Bad("a str path", lambda p: str(p), "same"),
+]
+IMAGE_FOLDERS = [
+    Bad("one class only", _folder_of("one_class", ("benign",)), "error"),
+    Bad("an empty folder", _folder_of("no_class", ()), "error"),
+    Bad("a missing folder", lambda f: f.parent / "absent", "error"),
+    Bad("a str path", lambda f: str(f), "same"),
+]
+
+
 def _images(cohort: Cohort) -> torch.Tensor:
     return torch.as_tensor(np.stack([c.image for c in cohort])) if len(cohort) else torch.zeros(0)
 
@@ -196,6 +262,12 @@ ROWS: list[Row] = [
     Row("audit.data.read_manifest", build=lambda k: {"csv_path": _manifest()},
         call=lambda kw: _images(read_manifest(kw["csv_path"])), args={"csv_path": MANIFESTS},
         why={("csv_path", "a header only"): "a manifest without rows is an empty cohort"}),
+    Row("audit.data.read_images", build=lambda k: {"manifest": _png_csv(), "class_names": _CLASSES},
+        call=lambda kw: _images(read_images(manifest=kw["manifest"], class_names=kw["class_names"])),
+        args={"manifest": IMAGE_MANIFESTS},
+        why={("manifest", "a header only"): "a manifest without rows is an empty cohort"}),
+    Row("audit.data.read_images", build=lambda k: {"folder": _png_folder()},
+        call=lambda kw: _images(read_images(folder=kw["folder"])), args={"folder": IMAGE_FOLDERS}),
     Row("audit.data.write_nifti", build=lambda k: {"cohort": _cohort2d()}, call=_written,
         args={"cohort": [Bad("not a Cohort", lambda c: list(c), "error"),
                          Bad("an empty cohort", lambda c: Cohort(), "error"),

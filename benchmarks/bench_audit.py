@@ -1,0 +1,830 @@
+"""The default audit run vs the same measurements made with the peer libraries in plain loops.
+
+Goal: the default audit (``audit.run.run_audit``, every registered default instrument) is
+>= 5x faster than computing the same things "the way the seed framework does it"; and each
+instrument's cost in forward+backward equivalents.
+
+Model: the demo architecture (timm resnet18 at 1/4 width, channels 16-32-64-128, 4 -> 2)
+trained briefly (``audit.training.train_or_load``, 1 epoch on a small synthetic cohort,
+cached under ``--cache``) or random init (``--no-train``; the timings do not depend on
+training, but with random init few pairs pass patching's confidence filter). Cases: the first
+``--cases`` test cases of the synthetic demo cohort at ``--size``², counterfactual sets
+t1c_only and no_marker (as the demo config).
+
+Arms (interleaved after a warm-up on 4 cases; medians over ``--repeats``):
+
+- audit: ``run_audit(cfg, ctx=..., fresh=True)`` into a fresh folder; per-instrument seconds
+  from ``manifest.json`` ``units[*].seconds``.
+- peer: per instrument, the same cases, layers, methods and sample counts, each library
+  called directly in a plain loop:
+  predictions: a forward per case batch and rows per case; verify: per point a capture
+  forward, an identity-patched forward and a backward; gradcam: one ``pytorch_grad_cam.GradCAM``
+  object per block per batch; lrp: zennit ``EpsilonGammaBox`` (same bounds) + medaudit
+  canonizers, ``Gradient`` attributor, per batch; attribution: Captum ``InputXGradient`` and
+  ``IntegratedGradients`` (same ``n_steps``) per batch, ``lime_image.LimeImageExplainer`` per
+  case (same ``num_samples``, SLIC segments as medaudit's); localisation (IoU / hit rate at
+  the percentile, relevance mass (+ positive, per area), intensity Pearson/Spearman per ROI and
+  whole image) numpy/scipy loops per case, map channel and ROI; faithfulness: ΔAUPC by one
+  deletion forward per (case, ordering, step), Gini per case, ``captum.metrics.sensitivity_max``;
+  probes: per layer a forward hook and one pass over the cases, GAP, then per C an sklearn
+  ``LogisticRegression`` (real and control labels); patching: one forward per (pair, point,
+  direction, ROI control); geometry: per point one pass, cosine distances per case and ROI in
+  numpy; ablation: one forward per (condition, case), sklearn ``roc_auc_score``/``roc_curve``;
+  shapley: Captum ``ShapleyValues`` with a per-contrast feature mask per case (zero fill: one
+  call; marginal fill: one call per draw with a donor case as baseline) — once per fill, not
+  per value function; truthfulness: per method Captum/pytorch-grad-cam/zennit maps, ΔAUPC
+  loop (its n_samples, steps), MSFI and Kendall τ loops.
+  Instruments without a peer here are counted at the audit's time in both arms (printed).
+
+Where the methods are the same the numbers are checked (tolerances printed): Grad-CAM maps
+(per block, min-max) vs ``probes.attribution.layer_gradcam``, input×gradient and IG maps vs
+``probes.attribution.attribute``, LRP (different rules on the conv layers: correlation only),
+and the peer localisation of the last Grad-CAM block vs the audit table.
+
+(2) cost in forward+backward equivalents: instrument seconds / seconds of one forward+backward
+over the same cases in batches of ``batch_size`` (median of ``--fb-repeats``).
+
+    .venv/bin/python benchmarks/bench_audit.py [--cases 64] [--size 128] [--repeats 1] [--no-train]
+        [--threads 1] [--cache .bench-cache] [--only gradcam lrp ...] [--skip-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _threads(argv: list[str]) -> int:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+_T = str(_threads(sys.argv))
+for _k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_k, _T)
+os.environ.setdefault("TQDM_DISABLE", "1")  # lime's progress bar
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+
+# ----------------------------------------------------------------------------- setup
+def setup(args):
+    from audit.run import parse_config
+    from audit.synthetic import SyntheticConfig, make_splits
+
+    n_total = max(int(np.ceil(args.cases / 0.15)) + 8, 200)  # make_splits' test split is 15 %
+    scfg = SyntheticConfig(n_cases=n_total, dim=2, size=args.size, q1=0.9, q0=0.1, seed=0)
+    splits = make_splits(scfg)
+    model_spec: dict = {"num_classes": 2, "in_chans": 4, "arch": "resnet18",
+                        "arch_kwargs": {"channels": [16, 32, 64, 128]}}
+    if not args.no_train:
+        from audit.training import TrainConfig, train_or_load
+
+        tc = TrainConfig(epochs=args.epochs, batch_size=32)
+        folder = Path(args.cache) / f"bench-audit-model-{args.size}-{n_total}"
+        res = train_or_load(splits, tc, folder)
+        card = res.card
+        model_spec = {"path": str((folder / card["checkpoint"]).resolve()), "arch": card["arch"],
+                      "arch_kwargs": card["arch_kwargs"], "num_classes": card["num_classes"],
+                      "in_chans": card["in_chans"], "class_names": card["classes"]}
+    base = {"model": model_spec,
+            "cohort": {"source": "synthetic", "synthetic": scfg.to_dict(), "counterfactuals": ["t1c_only", "no_marker"],
+                       "max_cases": args.cases},
+            "seed": 0, "device": "cpu"}
+    return base, splits
+
+
+def make_ctx(base: dict, splits, out: Path, cases: int | None = None):
+    from audit.run import parse_config
+    from audit.run.context import build_context
+
+    data = json.loads(json.dumps(base))
+    if cases is not None:
+        data["cohort"]["max_cases"] = cases
+    data["out"] = str(out)
+    cfg = parse_config(data, "bench")
+    return cfg, build_context(cfg, splits)
+
+
+# ----------------------------------------------------------------------------- audit arm
+def run_ours(cfg, ctx, out: Path, only) -> tuple[float, dict[str, float], dict]:
+    from rich.console import Console
+
+    from audit.run import run_audit
+
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.finished.clear()
+    t0 = time.perf_counter()
+    summary = run_audit(cfg, ctx=ctx, fresh=True, only=only, console=Console(file=open(os.devnull, "w")))
+    wall = time.perf_counter() - t0
+    man = json.loads((out / "manifest.json").read_text())
+    per: dict[str, float] = {}
+    for u in man["units"]:
+        per[u["instrument"]] = per.get(u["instrument"], 0.0) + float(u["seconds"])
+    if summary.failed:
+        print(f"  audit: {len(summary.failed)} failure(s): " + "; ".join(
+            f"{f['instrument']}/{f['unit']}: {f['error'][:120]}" for f in summary.failed[:5]))
+    return wall, per, man
+
+
+# ----------------------------------------------------------------------------- peer helpers
+def block_module(model: nn.Module, point: str) -> nn.Module:
+    mods = dict(model.named_modules())
+    return mods[point.removesuffix(".resid")]
+
+
+def p_target(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(x).double(), 1)[:, target].numpy()
+
+
+def peer_localisation(maps: np.ndarray, masks: dict, x: np.ndarray, q: float) -> list[dict]:
+    """Per case × map channel × ROI: IoU, hit rate, relevance mass (signed, positive, per area),
+    intensity Pearson/Spearman within the ROI and over the whole image (numpy/scipy loops)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    rows = []
+    n, cm = maps.shape[:2]
+    for i in range(n):
+        for c in range(cm):
+            a = maps[i, c].ravel().astype(np.float64)
+            top = a >= np.percentile(a, q)
+            for roi, m in masks.items():
+                s = m[i].ravel().astype(bool)
+                iou = (top & s).sum() / max((top | s).sum(), 1)
+                hit = (top & s).sum() / max(top.sum(), 1)
+                mass = a[s].sum() / a.sum() if a.sum() != 0 else np.nan
+                ap = np.maximum(a, 0)
+                mass_pos = ap[s].sum() / ap.sum() if ap.sum() > 0 else np.nan
+                per_area = mass / s.mean() if s.any() else np.nan
+                rows.append({"case": i, "ch": c, "roi": roi, "iou": iou, "hit": hit, "mass": mass,
+                             "mass_pos": mass_pos, "mass_per_area": per_area})
+                contrasts = [c] if cm == x.shape[1] else range(x.shape[1])
+                for k in contrasts:
+                    xi = x[i, k].ravel()[s]
+                    if s.sum() > 2 and np.ptp(a[s]) > 0 and np.ptp(xi) > 0:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            rows[-1][f"pearson_{k}"] = pearsonr(a[s], xi)[0]
+                            rows[-1][f"spearman_{k}"] = spearmanr(a[s], xi)[0]
+            contrasts = [c] if cm == x.shape[1] else range(x.shape[1])
+            for k in contrasts:
+                xi = x[i, k].ravel()
+                if np.ptp(a) > 0 and np.ptp(xi) > 0:
+                    rows.append({"case": i, "ch": c, "roi": "all", "pearson": pearsonr(a, xi)[0],
+                                 "spearman": spearmanr(a, xi)[0]})
+    return rows
+
+
+def peer_aupc(model: nn.Module, x: torch.Tensor, target: int, maps: np.ndarray, n_samples: int, steps: int,
+              seed: int) -> np.ndarray:
+    """ΔAUPC per case: deletion curves of the map's order and ``n_samples`` random orders,
+    one forward (batch 1) per (case, ordering, step); baseline 0."""
+    rng = np.random.default_rng(seed)
+    fr = np.linspace(0, 1, steps + 1)
+    out = []
+    for i in range(x.shape[0]):
+        a = maps[i]  # (C_map, *spatial)
+        orders = [np.argsort(-a.ravel(), kind="stable")] + [rng.permutation(a.size) for _ in range(n_samples)]
+        areas = []
+        for order in orders:
+            ps = []
+            for f in fr:
+                k = int(round(f * a.size))
+                keep = np.ones(a.size, bool)
+                keep[order[:k]] = False
+                keep = torch.from_numpy(keep.reshape(a.shape)).to(x.dtype)
+                ps.append(p_target(model, (x[i:i + 1] * keep[None]), target)[0])
+            areas.append(np.trapezoid(ps, fr))
+        out.append(np.mean(areas[1:]) - areas[0])
+    return np.asarray(out)
+
+
+def peer_gini(maps: np.ndarray) -> np.ndarray:
+    out = []
+    for a in maps:
+        v = np.sort(np.abs(a.ravel()))
+        k = v.size
+        i = np.arange(1, k + 1)
+        out.append(((2 * i - k - 1) * v).sum() / (k * v.sum()) if v.sum() > 0 else np.nan)
+    return np.asarray(out)
+
+
+def peer_sens(explain, x: torch.Tensor, target: int, radius: float, n: int) -> np.ndarray:
+    from captum.metrics import sensitivity_max
+
+    def fn(inp, target):
+        with torch.enable_grad():  # sensitivity_max runs the explanation under no_grad
+            return (explain(inp[0] if isinstance(inp, tuple) else inp, target),)  # Captum iterates a tuple
+
+    return sensitivity_max(fn, x, perturb_radius=radius,
+                           n_perturb_samples=n, target=int(target)).detach().numpy()
+
+
+def peer_maps_block(ctx, p, maps_fn, x_all: torch.Tensor, explain, sampled_n: int | None = None) -> list:
+    """Localisation + faithfulness of one map method over the cases, per batch (as the audit's units)."""
+    bs = ctx.cfg.batch_size
+    n = ctx.n if sampled_n is None else sampled_n
+    masks = ctx.masks()
+    out = []
+    for a in range(0, n, bs):
+        b = min(a + bs, n)
+        x = x_all[a:b]
+        maps = maps_fn(x)
+        out.append(peer_localisation(maps, {r: m[a:b] for r, m in masks.items()}, x.numpy(), p.q))
+        if p.faithfulness:
+            out.append(peer_aupc(ctx.model, x, ctx.target, maps, p.aupc_samples, p.aupc_steps, a))
+            out.append(peer_gini(maps))
+            k = min(p.robust_cases, b - a)
+            if explain is not None and k:
+                out.append(peer_sens(explain, x[:k], ctx.target, p.robust_radius, p.robust_samples))
+    return out
+
+
+# ----------------------------------------------------------------------------- peers
+def gradcam_maps(model, x, target, layers) -> dict[str, np.ndarray]:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    out = {}
+    for name in layers:
+        with GradCAM(model, target_layers=[block_module(model, name)]) as cam:
+            out[name] = cam(x, targets=[ClassifierOutputTarget(target)] * x.shape[0])[:, None]
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def peer_gradcam(ctx, p):
+    points = list(p.points or ctx.points)
+    x_all = ctx.x()
+    bs, masks, res = ctx.cfg.batch_size, ctx.masks(), []
+    last = points[-1]
+
+    def explain(inp, target=None):
+        return torch.from_numpy(gradcam_maps(ctx.model, inp, ctx.target, [last])[last])
+
+    for a in range(0, ctx.n, bs):
+        b = min(a + bs, ctx.n)
+        x = x_all[a:b]
+        cams = gradcam_maps(ctx.model, x, ctx.target, points)
+        for pt in points:
+            res.append((pt, a, peer_localisation(cams[pt], {r: m[a:b] for r, m in masks.items()}, x.numpy(), p.q)))
+        if p.faithfulness:
+            peer_aupc(ctx.model, x, ctx.target, cams[last], p.aupc_samples, p.aupc_steps, a)
+            peer_gini(cams[last])
+            k = min(p.robust_cases, b - a)
+            if k:
+                peer_sens(explain, x[:k], ctx.target, p.robust_radius, p.robust_samples)
+    return res
+
+
+def lrp_attr(model, x, target, low, high):
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonGammaBox
+
+    from probes.attribution.lrp_canonizers import default_canonizers
+
+    comp = EpsilonGammaBox(low=low.expand_as(x), high=high.expand_as(x), canonizers=default_canonizers())
+    was = model.training
+    model.eval()
+    with Gradient(model=model, composite=comp) as attributor:
+        out, rel = attributor(x, torch.eye(2)[[target] * x.shape[0]])
+    model.train(was)
+    return rel.detach()
+
+
+def peer_lrp(ctx, p):
+    x_all = ctx.x()
+    dims = [0] + list(range(2, x_all.ndim))
+    low, high = x_all.amin(dim=dims, keepdim=True), x_all.amax(dim=dims, keepdim=True)
+
+    def explain(inp, target=None):
+        return lrp_attr(ctx.model, inp, ctx.target, low, high)
+
+    return peer_maps_block(ctx, p, lambda x: explain(x).numpy(), x_all, explain)
+
+
+def lime_maps(model, x, target, n_samples, seed) -> np.ndarray:
+    from lime import lime_image
+
+    from probes.attribution.features import slic_segments
+
+    out = np.zeros((x.shape[0], 1, *x.shape[2:]))
+    for i in range(x.shape[0]):
+        seg = slic_segments(x[i], 50, 1.0).numpy()
+
+        def classify(imgs):
+            t = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2))).float()
+            with torch.no_grad():
+                return torch.softmax(model(t), 1).numpy()
+
+        ex = lime_image.LimeImageExplainer(kernel_width=0.25, random_state=seed)
+        e = ex.explain_instance(x[i].numpy().transpose(1, 2, 0).astype(np.float64), classify, labels=(target,),
+                                top_labels=None, hide_color=0, num_samples=n_samples, batch_size=50,
+                                segmentation_fn=lambda img, s=seg: s)
+        for s, w in e.local_exp[target]:
+            out[i, 0][seg == s] = w
+    return out
+
+
+def captum_maps(model, x, target, method, opts) -> np.ndarray:
+    from captum.attr import InputXGradient, IntegratedGradients
+
+    xr = x.clone().requires_grad_(True)
+    if method == "input_x_gradient":
+        a = InputXGradient(model).attribute(xr, target=target)
+    elif method == "integrated_gradients":
+        a = IntegratedGradients(model).attribute(xr, baselines=torch.zeros_like(x), target=target,
+                                                 n_steps=opts.get("n_steps", 50))
+    else:
+        raise KeyError(method)
+    model.zero_grad(set_to_none=True)
+    return a.detach().numpy()
+
+
+def peer_attribution(ctx, p):
+    from probes.attribution import METHODS
+
+    x_all, res = ctx.x(), []
+    for m in p.methods:
+        opts = dict(p.options.get(m, {}))
+        if m == "lime":
+            res.append(peer_maps_block(ctx, p, lambda x: lime_maps(ctx.model, x, ctx.target, opts.get("n_samples", 1000), 0),
+                                       x_all, None, min(ctx.n, p.sampled_cases)))
+        elif m in ("input_x_gradient", "integrated_gradients"):
+            def explain(inp, target=None, m=m, opts=opts):
+                return torch.from_numpy(captum_maps(ctx.model, inp, ctx.target, m, opts))
+            sampled = METHODS[m].kind == "perturbation"
+            res.append(peer_maps_block(ctx, p, lambda x, m=m, opts=opts: captum_maps(ctx.model, x, ctx.target, m, opts),
+                                       x_all, explain, min(ctx.n, p.sampled_cases) if sampled else None))
+        else:
+            print(f"  peer attribution: no peer for method {m!r} (skipped)")
+    return res
+
+
+def layer_features(model, x_all: torch.Tensor, module: nn.Module, bs: int) -> np.ndarray:
+    feats = []
+    h = module.register_forward_hook(lambda m, i, o: feats.append(o.detach().flatten(2).mean(2).double().numpy()))
+    try:
+        with torch.no_grad():
+            for a in range(0, x_all.shape[0], bs):
+                model(x_all[a:a + bs])
+    finally:
+        h.remove()
+    return np.concatenate(feats)
+
+
+def peer_probes(ctx, p):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from audit.run.instruments.probes import probe_points
+    from probes.internals.linear import DEFAULT_CS
+
+    y = (ctx.labels() == ctx.target).astype(int)
+    groups = np.asarray(ctx.groups())
+    idx = np.arange(ctx.n)
+    try:
+        tr, rest = next(GroupShuffleSplit(1, test_size=1 - p.split[0], random_state=0).split(idx, y, groups))
+        va_i, te_i = next(GroupShuffleSplit(1, test_size=p.split[2] / (1 - p.split[0]), random_state=0)
+                          .split(rest, y[rest], groups[rest]))
+    except ValueError:  # too few patients (a tiny warm-up run)
+        return {}
+    va, te = rest[va_i], rest[te_i]
+    rng = np.random.default_rng(0)
+    mods = dict(ctx.model.named_modules())
+    out = {}
+    for pt in probe_points(ctx, p):
+        mod = mods[pt.removesuffix(".resid")]
+        X = layer_features(ctx.model, ctx.x(), mod, ctx.cfg.batch_size)
+        tasks = [("real", y)] + ([("control", rng.permutation(y))] if p.control else [])
+        for task, yy in tasks:
+            best = None
+            if min(len(set(yy[tr])), len(set(yy[va])), len(set(yy[te]))) < 2:
+                continue  # a split with one class (a tiny warm-up run)
+            for C in DEFAULT_CS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    clf = LogisticRegression(C=C, max_iter=p.max_iter).fit(X[tr], yy[tr])
+                loss = log_loss(yy[va], clf.predict_proba(X[va]), labels=[0, 1])
+                if best is None or loss < best[0]:
+                    best = (loss, clf)
+            if best is not None and len(set(yy[te])) == 2:
+                out[(pt, task)] = roc_auc_score(yy[te], best[1].predict_proba(X[te])[:, 1])
+    return out
+
+
+def _graft(model, module, act, mask=None):
+    def hook(m, i, o):
+        return act if mask is None else torch.where(mask, act, o)
+    return module.register_forward_hook(hook)
+
+
+def peer_patching(ctx, p):
+    from audit.run.instruments.patching import base_class, pair_masks, probabilities
+    from probes.internals import select_pairs
+
+    probs = probabilities(ctx)
+    pairs = select_pairs(probs, ctx.labels(), x_label=ctx.target, x_base_label=base_class(ctx, p, probs.shape[1]),
+                         min_confidence=p.min_confidence, n_pairs=p.n_pairs)
+    if pairs.empty:
+        return {}
+    xs, bs_ = pairs["x"].to_numpy(), pairs["x_base"].to_numpy()
+    x = ctx.x()
+    masks = pair_masks(ctx, p, xs, bs_)
+    model, out = ctx.model, {}
+    rng = np.random.default_rng(0)
+    for k in range(len(xs)):
+        for direction, (src, dst, ri) in (("x->x_base", (xs[k], bs_[k], 0)), ("x_base->x", (bs_[k], xs[k], 1))):
+            p0 = p_target(model, x[dst:dst + 1], ctx.target)[0]
+            for pt in ctx.points:
+                mod = block_module(model, pt)
+                cap = []
+                h = mod.register_forward_hook(lambda m, i, o: cap.append(o.detach()))
+                with torch.no_grad():
+                    model(x[src:src + 1])
+                h.remove()
+                act = cap[0]
+                variants = [("full", "none", None)]
+                if masks:
+                    for roi, (mx, mb) in masks.items():
+                        m = torch.from_numpy(np.asarray((mx if ri == 0 else mb)[k], np.float32))[None, None]
+                        cell = nn.functional.adaptive_avg_pool2d(m, act.shape[2:]) > p.roi_threshold
+                        variants.append((roi, "none", cell))
+                        variants.append((roi, "complement", ~cell))
+                        for _ in range(p.n_samples):
+                            flat = torch.zeros(cell.numel(), dtype=torch.bool)
+                            flat[torch.from_numpy(rng.permutation(cell.numel())[:int(cell.sum())])] = True
+                            variants.append((roi, "random", flat.reshape(cell.shape)))
+                for roi, control, cell in variants:
+                    h = _graft(model, mod, act, cell)
+                    try:
+                        p1 = p_target(model, x[dst:dst + 1], ctx.target)[0]
+                    finally:
+                        h.remove()
+                    out.setdefault((pt, direction, roi, control), []).append(p1 - p0)
+    return out
+
+
+def peer_geometry(ctx, p):
+    rois = tuple(p.rois) if p.rois is not None else ctx.rois
+    masks = ctx.masks(rois=rois)
+    out = []
+    for pt in (list(p.points) if p.points is not None else list(ctx.points)):
+        mod = block_module(ctx.model, pt)
+        acts = []
+        h = mod.register_forward_hook(lambda m, i, o: acts.append(o.detach()))
+        with torch.no_grad():
+            for a in range(0, ctx.n, ctx.cfg.batch_size):
+                ctx.model(ctx.x(a, a + ctx.cfg.batch_size))
+        h.remove()
+        A = torch.cat(acts).double().numpy()
+        for i in range(ctx.n):
+            g = A[i].reshape(A.shape[1], -1).mean(1)
+            pooled = {}
+            for r in rois:
+                m = torch.from_numpy(masks[r][i].astype(np.float32))[None, None]
+                w = nn.functional.adaptive_avg_pool2d(m, A.shape[2:])[0, 0].numpy().ravel()
+                if w.sum() > 0:
+                    pooled[r] = (A[i].reshape(A.shape[1], -1) * w).sum(1) / w.sum()
+            vecs = {"global": g, **pooled}
+            for ra, rb in itertools.combinations(vecs, 2):
+                u, v = vecs[ra], vecs[rb]
+                out.append((i, pt, ra, rb, 1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12)))
+    return out
+
+
+def peer_ablation(ctx, p):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from audit.run.instruments.ablation import specs
+
+    y = (ctx.labels() == ctx.target).astype(int)
+    masks = ctx.masks() if ctx.rois else {}
+    x = ctx.x().numpy()
+    out = {}
+    for spec in ["none", *specs(ctx, p)]:
+        probs = []
+        for i in range(ctx.n):
+            xi = x[i].copy()
+            if spec.startswith("no top"):
+                k = float(spec.split("top")[1].split("%")[0])
+                thr = np.percentile(xi, 100 - k)
+                xi[xi >= thr] = 0
+            elif spec == "no extracranial":
+                xi[:, ~masks["brain"][i]] = 0
+            elif spec.startswith("no "):
+                xi[:, masks[spec[3:]][i]] = 0
+            probs.append(p_target(ctx.model, torch.from_numpy(xi)[None], ctx.target)[0])
+        if len(set(y)) == 2:
+            out[spec] = (roc_auc_score(y, probs), roc_curve(y, probs))
+    return out
+
+
+def peer_shapley(ctx, p):
+    from captum.attr import ShapleyValues
+
+    from audit.run.instruments.shapley import metrics
+
+    model = ctx.model
+    x = ctx.x()
+    c = x.shape[1]
+    fmask = torch.arange(c).reshape(1, c, *([1] * (x.ndim - 2)))  # one feature per contrast (broadcast)
+    sv = ShapleyValues(lambda inp: torch.softmax(model(inp), 1))
+    out = {}
+    n_metrics = len(metrics(ctx, p))  # noqa: F841  (per-case φ does not depend on the value function)
+    g = np.random.default_rng(0)
+    with torch.no_grad():
+        for absent in p.absent:
+            phis = []
+            for i in range(ctx.n):
+                if absent == "zero":
+                    base = [torch.zeros_like(x[i:i + 1])]
+                elif absent == "mean":
+                    base = [x.mean(0, keepdim=True)]
+                else:
+                    donors = [int(j) for j in g.choice([j for j in range(ctx.n) if j != i], p.n_samples)]
+                    base = [x[j:j + 1] for j in donors]
+                phi = [sv.attribute(x[i:i + 1], baselines=b, target=ctx.target, feature_mask=fmask,
+                                    perturbations_per_eval=16) for b in base]
+                phis.append(torch.stack(phi).mean(0)[0, :, 0, 0].numpy())
+            out[absent] = np.stack(phis)
+    _PHI.clear()
+    _PHI.update({k: v.mean(0) for k, v in out.items()})
+    return out
+
+
+_PHI: dict[str, np.ndarray] = {}  # the peer's cohort φ (mean per-case φ), read by peer_truthfulness
+
+
+def peer_truthfulness(ctx, p):
+    from scipy.stats import kendalltau
+
+    from audit.run.instruments.truthfulness import feature_roi
+
+    x = ctx.x()
+    dims = [0] + list(range(2, x.ndim))
+    low, high = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+    roi = ctx.masks()[feature_roi(ctx, p)]
+    out = {}
+    with torch.no_grad():
+        pred = torch.cat([ctx.model(x[a:a + 32]).argmax(1) for a in range(0, ctx.n, 32)]).numpy()
+    for m in p.methods:
+        maps = []
+        for a in range(0, ctx.n, p.batch_size):
+            xb = x[a:a + p.batch_size]
+            tgt = int(pred[a])  # per-case predicted class: batches of one class at a time below
+            if m == "gradcam":
+                last = ctx.points[-1]
+                mb = np.concatenate([gradcam_maps(ctx.model, xb[i:i + 1], int(pred[a + i]), [last])[last]
+                                     for i in range(xb.shape[0])])
+            elif m == "lrp":
+                mb = np.concatenate([lrp_attr(ctx.model, xb[i:i + 1], int(pred[a + i]), low, high).numpy()
+                                     for i in range(xb.shape[0])])
+            elif m in ("input_x_gradient", "integrated_gradients"):
+                mb = np.concatenate([captum_maps(ctx.model, xb[i:i + 1], int(pred[a + i]), m, {})
+                                     for i in range(xb.shape[0])])
+            else:
+                print(f"  peer truthfulness: no peer for method {m!r}")
+                break
+            del tgt
+            maps.append(mb)
+        if not maps:
+            continue
+        maps = np.concatenate(maps)
+        rows = []
+        for i in range(ctx.n):
+            a = maps[i]
+            fp = np.maximum(a, 0)[:, roi[i]].sum() / max(np.maximum(a, 0).sum(), 1e-12)
+            imp = np.abs(a).reshape(a.shape[0], -1).sum(1)
+            phi = _PHI.get(p.shapley_absent, np.ones(len(imp)))
+            tau = kendalltau(imp, phi)[0] if a.shape[0] > 1 else np.nan
+            rows.append((fp, tau))
+        d = np.concatenate([peer_aupc(ctx.model, x[i:i + 1], int(pred[i]), maps[i:i + 1], p.n_samples, p.steps, i)
+                            for i in range(ctx.n)])
+        out[m] = (rows, d)
+    return out
+
+
+def peer_predictions(ctx, p):
+    rows = []
+    for name in [None, *ctx.extra]:
+        n = ctx.n if name is None else len(ctx.extra[name])
+        for a in range(0, n, ctx.cfg.batch_size):
+            b = min(a + ctx.cfg.batch_size, n)
+            with torch.no_grad():
+                prob = torch.softmax(ctx.model(ctx.x(a, b, name)).double(), 1).numpy()
+            for i, cid in enumerate(ctx.case_ids(a, b, name)):
+                rows.append({"set": name or "audit", "case_id": cid, "p": prob[i].tolist()})
+    return pd.DataFrame(rows)
+
+
+def peer_verify(ctx, p):
+    x = ctx.x(0, min(p.n_cases, ctx.n))
+    model, out = ctx.model, []
+    for pt in ctx.points:
+        mod = block_module(model, pt)
+        cap = []
+        h = mod.register_forward_hook(lambda m, i, o: cap.append(o))
+        with torch.no_grad():
+            ref = model(x)
+        h.remove()
+        h = mod.register_forward_hook(lambda m, i, o: cap[0])
+        with torch.no_grad():
+            same = model(x)
+        h.remove()
+        keep = []
+        h = mod.register_forward_hook(lambda m, i, o: (o.retain_grad(), keep.append(o))[1])
+        y = model(x.clone().requires_grad_(True))
+        y.sum().backward()
+        h.remove()
+        model.zero_grad(set_to_none=True)
+        out.append((pt, bool(cap), float((same - ref).abs().max()), keep[0].grad is not None))
+    return out
+
+
+PEERS = {"predictions": peer_predictions, "verify": peer_verify, "gradcam": peer_gradcam, "lrp": peer_lrp,
+         "attribution": peer_attribution, "probes": peer_probes, "patching": peer_patching,
+         "geometry": peer_geometry, "ablation": peer_ablation, "shapley": peer_shapley,
+         "truthfulness": peer_truthfulness}
+
+
+def run_peer(cfg, ctx, names) -> dict[str, float]:
+    params = cfg.instrument_params()
+    per = {}
+    for name in names:
+        if name not in PEERS or name not in params:
+            continue
+        t0 = time.perf_counter()
+        PEERS[name](ctx, params[name])
+        per[name] = time.perf_counter() - t0
+    return per
+
+
+# ----------------------------------------------------------------------------- checks
+def checks(cfg, ctx, man_out: Path) -> None:
+    from probes.attribution import attribute, layer_gradcam, lrp
+
+    x = ctx.x(0, min(4, ctx.n))
+    t = ctx.target
+    pts = list(ctx.points)
+    ours = layer_gradcam(ctx.model, x, t, points=pts)
+    peer = gradcam_maps(ctx.model, x, t, pts)
+    err = 0.0
+    for pt in pts:
+        o = ours[pt].detach().double().numpy()
+        lo, hi = o.min(axis=(1, 2, 3), keepdims=True), o.max(axis=(1, 2, 3), keepdims=True)
+        o = (o - lo) / np.where(hi > lo, hi - lo, 1)
+        err = max(err, float(np.abs(o - peer[pt]).max()))
+    print(f"check gradcam (min-max per case, {len(pts)} blocks, 4 cases): max |Δ| = {err:.2e}  (tol 1e-4)")
+    for m, opts in (("input_x_gradient", {}), ("integrated_gradients", {"n_steps": 32})):
+        o = attribute(ctx.model, x, t, m, **opts).maps.detach().numpy()
+        q = captum_maps(ctx.model, x, t, m, opts)
+        rel = np.abs(o - q).max() / max(np.abs(q).max(), 1e-12)
+        print(f"check {m}: max |Δ| / max |a| = {rel:.2e}  (tol 1e-4)")
+    xa = ctx.x()
+    dims = [0] + list(range(2, xa.ndim))
+    low, high = xa.amin(dim=dims, keepdim=True), xa.amax(dim=dims, keepdim=True)
+    o = lrp(ctx.model, x, t, low=low, high=high).maps.detach().numpy().ravel()
+    q = lrp_attr(ctx.model, x, t, low, high).numpy().ravel()
+    print(f"check lrp (medaudit epsilon_gamma_box vs zennit EpsilonGammaBox: different conv rules): "
+          f"Pearson r = {np.corrcoef(o, q)[0, 1]:.4f}")
+    loc_path = man_out / "tables" / "gradcam.localisation.parquet"
+    if loc_path.exists():
+        tab = pd.read_parquet(loc_path)
+        last = pts[-1]
+        sel = tab[(tab.point == last) & (tab.metric.isin(["iou@95", "relevance_mass"]))]
+        rows = peer_localisation(peer[last], {r: m[:4] for r, m in ctx.masks(0, 4).items()}, x.numpy(), 95.0)
+        err = 0.0
+        ids = ctx.case_ids(0, 4)
+        for r in rows:
+            if r["roi"] == "all":
+                continue
+            for metric, key in (("iou@95", "iou"), ("relevance_mass", "mass")):
+                v = sel[(sel.case_id == ids[r["case"]]) & (sel.roi == r["roi"]) & (sel.metric == metric)]["value"]
+                if len(v) and np.isfinite(v.iloc[0]) and np.isfinite(r[key]):
+                    err = max(err, abs(float(v.iloc[0]) - r[key]))
+        print(f"check localisation (last block, IoU@95 and relevance mass, 4 cases, audit table vs numpy loop): "
+              f"max |Δ| = {err:.2e}  (tol 1e-3; min-max scaling moves IoU ties only)")
+
+
+# ----------------------------------------------------------------------------- forward+backward
+def fb_seconds(ctx, repeats: int) -> float:
+    model = ctx.model
+    was = model.training
+    model.eval()
+    ts = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for a in range(0, ctx.n, ctx.cfg.batch_size):
+            out = model(ctx.x(a, a + ctx.cfg.batch_size))
+            out[:, ctx.target].sum().backward()
+        ts.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    model.train(was)
+    return statistics.median(ts[1:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", type=int, default=64)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--warmup-cases", type=int, default=4, help="cases of the warm-up run of each arm (0: none)")
+    ap.add_argument("--fb-repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--cache", default=str(ROOT / ".bench-cache"))
+    ap.add_argument("--only", nargs="*", default=None, help="instruments to run (default: every default one)")
+    ap.add_argument("--skip-peer", action="store_true", help="audit and (2) only")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging_quiet()
+
+    from audit.run.plugin import registry
+
+    base, splits = setup(args)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-audit-", dir=args.cache if Path(args.cache).is_dir() else None))
+    try:
+        cfg, ctx = make_ctx(base, splits, tmp / "out")
+        names = [n for n in cfg.instrument_params() if not args.only or n in args.only]
+        print(f"instruments registered: {', '.join(registry())}; run: {', '.join(names)}")
+        if args.warmup_cases:
+            wcfg, wctx = make_ctx(base, splits, tmp / "warm", args.warmup_cases)
+            run_ours(wcfg, wctx, tmp / "warm", names)
+            if not args.skip_peer:
+                run_peer(wcfg, wctx, names)
+        t_ours, t_peer, per_ours, per_peer = [], [], [], []
+        man = None
+        for _ in range(args.repeats):
+            wall, per, man = run_ours(cfg, ctx, tmp / "out", names)
+            t_ours.append(wall)
+            per_ours.append(per)
+            if not args.skip_peer:
+                pp = run_peer(cfg, ctx, names)
+                per_peer.append(pp)
+        fb = fb_seconds(ctx, args.fb_repeats)
+        if not args.skip_peer:
+            checks(cfg, ctx, tmp / "out")
+        ran = [n for n in names if n in per_ours[0]]
+        med_o = {n: statistics.median(r.get(n, 0.0) for r in per_ours) for n in ran}
+        print(f"\nresnet18 (1/4 width) {'random init' if args.no_train else f'trained {args.epochs} epoch(s)'}; "
+              f"cases={ctx.n} size=4x{args.size}^2 batch_size={cfg.batch_size} threads={torch.get_num_threads()} "
+              f"repeats={args.repeats} load(1 min)={os.getloadavg()[0]:.2f}")
+        if man and man.get("skipped"):
+            print("skipped by the audit: " + "; ".join(f"{k} ({v})" for k, v in man["skipped"].items()))
+        if not args.skip_peer:
+            med_p = {n: statistics.median(r[n] for r in per_peer) for n in ran if n in per_peer[0]}
+            print(f"\n{'instrument':<14}{'audit s':>10}{'peer s':>10}{'ratio':>8}")
+            for n in ran:
+                if n in med_p:
+                    print(f"{n:<14}{med_o[n]:>10.2f}{med_p[n]:>10.2f}{med_p[n] / max(med_o[n], 1e-9):>7.1f}x")
+                else:
+                    print(f"{n:<14}{med_o[n]:>10.2f}{'(none)':>10}   counted at the audit's time in both arms")
+            so = sum(med_o.values())
+            sp = sum(med_p.get(n, med_o[n]) for n in ran)
+            print(f"{'total':<14}{so:>10.2f}{sp:>10.2f}{sp / so:>7.1f}x   (goal >= 5x; instrument seconds)")
+            wall = statistics.median(t_ours)
+            print(f"audit wall (incl. planning, tables, manifest) {wall:.2f} s -> ratio {sp / wall:.1f}x")
+        print(f"\none forward+backward over {ctx.n} cases (batches of {cfg.batch_size}): {fb * 1e3:.1f} ms "
+              f"(median of {args.fb_repeats})")
+        print(f"{'instrument':<14}{'seconds':>10}{'fwd+bwd equiv.':>16}")
+        for n in ran:
+            print(f"{n:<14}{med_o[n]:>10.2f}{med_o[n] / fb:>16.1f}")
+        print(f"{'total':<14}{sum(med_o.values()):>10.2f}{sum(med_o.values()) / fb:>16.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def logging_quiet() -> None:
+    import logging
+
+    for name in ("lime", "captum", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    main()
