@@ -18,7 +18,9 @@ sklearn, pyarrow, ...) before the measurement. Peak = the process's peak residen
 ``VmRSS`` sampler thread; the larger is used; ``ru_maxrss`` is printed too, it includes the
 set-up). On CUDA (``--device cuda`` or auto when available) also
 ``torch.cuda.max_memory_allocated`` minus the allocation before the arm.
-``--per-instrument``: one more audit subprocess per instrument (``only=[name]``) to say which
+The audit arm also reports the RSS above base while each instrument's units ran (the sampler's
+trace within each unit's start/end, timed by wrapping each registered instrument's ``run`` in
+that process). ``--per-instrument``: one more audit subprocess per instrument (``only=[name]``) to say which
 instrument dominates.
 
     .venv/bin/python benchmarks/bench_memory.py [--size 96] [--cases 4] [--batch 16] [--threads 1]
@@ -28,6 +30,7 @@ instrument dominates.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -65,8 +68,11 @@ class Sampler(threading.Thread):
         self.dt, self.peak, self._halt = dt, _kb("VmRSS"), threading.Event()
 
     def run(self) -> None:
+        self.trace: list[tuple[float, int]] = []
         while not self._halt.is_set():
-            self.peak = max(self.peak, _kb("VmRSS"))
+            v = _kb("VmRSS")
+            self.peak = max(self.peak, v)
+            self.trace.append((time.perf_counter(), v))
             time.sleep(self.dt)
 
     def stop(self) -> int:
@@ -116,6 +122,21 @@ def arm(args) -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_base = torch.cuda.memory_allocated()
+    spans: list[tuple[str, float, float]] = []  # (instrument, start, end) of every unit, for the attribution
+    if args.arm == "audit":
+        import dataclasses
+
+        from audit.run.plugin import registry
+
+        reg = registry()
+        for name, inst in list(reg.items()):
+            def timed(ctx_, p_, unit, _run=inst.run, _name=name):
+                t = time.perf_counter()
+                try:
+                    return _run(ctx_, p_, unit)
+                finally:
+                    spans.append((_name, t, time.perf_counter()))
+            reg[name] = dataclasses.replace(inst, run=timed)
     base = _kb("VmRSS")
     hwm_ok = _reset_hwm()
     sampler = Sampler()
@@ -125,7 +146,7 @@ def arm(args) -> None:
     if args.arm == "audit":
         from rich.console import Console
 
-        summary = run_audit(cfg, ctx=ctx, only=only, fresh=True, console=Console(file=open(os.devnull, "w")))
+        summary = run_audit(cfg, ctx=ctx, only=only, fresh=True, console=Console(file=io.StringIO()))
         failed = [f"{f['instrument']}/{f['unit']}: {f['error'][:160]}" for f in summary.failed]
         skipped = dict(summary.skipped)
     else:
@@ -153,6 +174,13 @@ def arm(args) -> None:
     if cuda:
         torch.cuda.synchronize()
         res["cuda_peak_bytes"] = torch.cuda.max_memory_allocated() - cuda_base
+    if spans:
+        per_peak: dict[str, int] = {}
+        for name, a, b in spans:
+            v = [r for t, r in sampler.trace if a <= t <= b]
+            if v:
+                per_peak[name] = max(per_peak.get(name, 0), max(v) - base)
+        res["instrument_peak_kb"] = per_peak
     if args.arm == "audit" and (out / "manifest.json").exists():
         man = json.loads((out / "manifest.json").read_text())
         per: dict[str, float] = {}
@@ -170,7 +198,7 @@ def spawn(args, arm_name: str, only: list[str] | None, tmp: Path) -> dict:
         cmd += ["--only", *only]
     env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                             "OPENBLAS_NUM_THREADS")}, "TQDM_DISABLE": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not line:
         raise RuntimeError(f"{arm_name} {only or ''} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
@@ -222,6 +250,11 @@ def main() -> None:
         print("skipped: " + "; ".join(f"{k} ({v})" for k, v in au["skipped"].items()))
     if au.get("instrument_seconds"):
         print("audit seconds per instrument: " + ", ".join(f"{k} {v:.1f}" for k, v in au["instrument_seconds"].items()))
+    if au.get("instrument_peak_kb"):
+        print("\nRSS above base while each instrument's units ran (5 ms sampler; a high-water mark: "
+              "memory an earlier instrument left allocated counts too):")
+        for k, v in sorted(au["instrument_peak_kb"].items(), key=lambda kv: -kv[1]):
+            print(f"  {k:<14}{mib(v)}  {v / max(fb['delta_kb'], 1):6.2f}x fwd+bwd")
     if per:
         print(f"\n{'instrument':<14}{'peak-base':>14}{'x fwd+bwd':>11}{'seconds':>9}")
         for r in sorted(per, key=lambda r: -r["delta_kb"]):

@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from audit.data.cohort import Case, Cohort, ManifestError, close_hint
-from audit.data.nifti import _PARSE, _infer_kind
+from audit.data.nifti import CELL_PARSERS, infer_column_kind
 from probes.core.errors import AuditInputError, OptionError, ShapeError
 
 __all__ = ["IMAGE_SUFFIXES", "read_images"]
@@ -129,7 +129,7 @@ def _rows_from_manifest(csv_path: Path, class_names: list[str] | None, cols: dic
     if "path" in meta_cols:
         raise ManifestError(f"{csv_path}: column 'path' would collide with the image path kept in case "
                             "meta['path']; rename it", "path", "no column 'path' besides path_col", name="manifest")
-    kinds = {c: _infer_kind(df[c]) for c in meta_cols}
+    kinds = {c: infer_column_kind(df[c]) for c in meta_cols}
     lab_col = present["label"]
     if class_names is None and lab_col is not None:
         text = [v for v in df[lab_col] if v != ""]
@@ -165,7 +165,7 @@ def _rows_from_manifest(csv_path: Path, class_names: list[str] | None, cols: dic
         for c in meta_cols:
             if row[c] != "":
                 try:
-                    meta[c] = _PARSE[kinds[c]](row[c])
+                    meta[c] = CELL_PARSERS[kinds[c]](row[c])
                 except (ValueError, KeyError):
                     raise fail(f"column {c!r} value {row[c]!r} is not a {kinds[c]}", c) from None
         rows.append({"case_id": cid, "path": files.pop(cols["path"]), "fail": fail, "meta": meta,

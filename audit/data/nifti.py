@@ -148,17 +148,18 @@ def write_nifti(cohort: Cohort, folder: str | Path, *, overwrite: bool = False) 
     return manifest
 
 
-_PARSE: dict[str, Callable[[str], Any]] = {
+# manifest cell text → value, by column kind (shared by the NIfTI and the image manifests)
+CELL_PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int, "float": float, "str": str,
     "bool": lambda t: {"true": True, "false": False, "1": True, "0": False}[t.lower()]}
 
 
-def _infer_kind(values: Iterable[str]) -> str:
+def infer_column_kind(values: Iterable[str]) -> str:
     """Column type of a hand-written manifest: the narrowest of int, float, bool, str."""
     values = [v for v in values if v != ""]
     for kind in ("int", "float", "bool"):
         try:
-            [_PARSE[kind](v) for v in values]
+            [CELL_PARSERS[kind](v) for v in values]
             return kind
         except (ValueError, KeyError):
             pass
@@ -237,7 +238,7 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
     for c in meta_columns:
         need(c, "meta")
     kinds = {c: side.get("meta_columns", {}).get(c, "auto") for c in meta_columns}
-    kinds = {c: _infer_kind(df[c]) if k == "auto" else k for c, k in kinds.items()}
+    kinds = {c: infer_column_kind(df[c]) if k == "auto" else k for c, k in kinds.items()}
 
     def load(text: str, col: str, line: int, cid: str, image: bool
              ) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -285,7 +286,7 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
         meta: dict[str, Any] = {}
         for c in meta_columns:
             try:
-                meta.update({c: _PARSE[kinds[c]](row[c])} if row[c] != "" else {})
+                meta.update({c: CELL_PARSERS[kinds[c]](row[c])} if row[c] != "" else {})
             except (ValueError, KeyError):
                 raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): column {c!r} "
                                     f"value {row[c]!r} is not a {kinds[c]}", c, f"a {kinds[c]}") from None

@@ -80,8 +80,10 @@ class Context:
         return list(src)[start:stop]
 
     def x(self, start: int = 0, stop: int | None = None, cohort: str | None = None) -> torch.Tensor:
-        """Images ``(N, C, *spatial)`` float32, channels first (the model's layout is its own business)."""
-        return torch.stack([torch.tensor(np.array(c.image)) for c in self.cases(start, stop, cohort)])
+        """Images ``(N, C, *spatial)`` float32 on the run's device, channels first (the model's layout is its
+        own business)."""
+        x = torch.stack([torch.tensor(np.array(c.image)) for c in self.cases(start, stop, cohort)])
+        return x.to(self.device)
 
     def labels(self, start: int = 0, stop: int | None = None, cohort: str | None = None) -> np.ndarray:
         """Labels as int64 (−1 where a case has none)."""
@@ -259,6 +261,7 @@ def build_context(cfg: RunConfig, splits: dict[str, Cohort] | None = None) -> Co
         raise ConfigError([f"cohort.rois: {bad[0]!r} is not a mask of this cohort (masks: {', '.join(have) or 'none'})"])
     model = _load(cfg, train_splits)
     _check_fit(cfg, model, cohort, rois)
+    model = model.to(device)  # the run's own copy (loaded here), so moving it changes nothing of the user's
     n_out = cfg.model.num_classes or 2
     names = tuple(cfg.model.class_names or _cohort_names(cohort) or [str(i) for i in range(n_out)])
     pos = cfg.model.positive_class

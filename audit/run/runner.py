@@ -5,7 +5,8 @@ for its units, and runs the units whose digest is not in the store yet (``resume
 rich progress bar per instrument (cases done/total, ETA). Each unit is seeded from the run's
 seed and its own identity (not its position), so a resumed run equals an uninterrupted one.
 
-- An instrument that does not apply (its ``needs``) is skipped with its reason in the manifest.
+- An instrument that does not apply (its ``needs``) is skipped with its reason in the manifest;
+  so is a single unit an instrument plans with ``spec["skip"]`` (e.g. one method of several).
 - A unit that raises is recorded with its traceback; the other units and instruments still
   run, and :class:`RunSummary` ``.failed`` is non-empty (the CLI exits with 1).
 - After each instrument the model is compared with a snapshot taken before the run (weights,
@@ -195,7 +196,11 @@ def _run_instrument(ctx: Context, store: Store, inst: Instrument, params: Any, u
     for unit in units:
         digest = unit_digest(ctx, inst, params, unit)
         entry = {"instrument": inst.name, "unit": unit.key, "digest": digest}
-        if store.has(inst.name, digest):
+        if unit.spec.get("skip"):  # the instrument planned it but it cannot run here: say why
+            entry.update(status="skipped", reason=str(unit.spec["skip"]), seconds=0.0)
+            summary.skipped[f"{inst.name}/{unit.key}"] = str(unit.spec["skip"])
+            manifest["skipped"][f"{inst.name}/{unit.key}"] = str(unit.spec["skip"])
+        elif store.has(inst.name, digest):
             entry.update(status="reused", seconds=0.0)
             summary.reused.append(f"{inst.name}/{unit.key}")
         else:
@@ -231,6 +236,8 @@ def _parts(ctx: Context, store: Store, inst: Instrument, params: Any, units: lis
     parts: dict[str, list] = {}
     digests, failed = [], False
     for unit in units:
+        if unit.spec.get("skip"):
+            continue
         digest = unit_digest(ctx, inst, params, unit)
         digests.append(digest)
         if store.has(inst.name, digest):

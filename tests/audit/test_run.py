@@ -91,6 +91,14 @@ def test_nifti_cohort_with_a_trained_checkpoint(nifti_run):
     assert per == pytest.approx(row.value / gtv.mean(), rel=1e-6)
     maps = np.load(cfg.out / "maps" / "gradcam" / "maps.npz")["maps"]
     assert maps.dtype == np.float16 and maps.shape == (4, loc.point.nunique(), 1, 32, 32)  # show_cases=4
+    # LRP conservation is a finding per case: start = the target logit, flagged against tol 0.05
+    cons = t["lrp.conservation.parquet"].pivot(index="case_id", columns="metric", values="value")
+    with torch.no_grad():
+        logits = model(torch.stack([torch.tensor(c.image) for c in cohort[:6]]))[:, 1].double().numpy()
+    np.testing.assert_allclose(cons.loc[[c.case_id for c in cohort[:6]], "start"], logits, rtol=1e-5)
+    err = (cons.sum_relevance - cons.start).abs() / cons.start.abs()
+    np.testing.assert_allclose(cons.rel_error, err, rtol=1e-9)
+    assert (cons.conserved == (err <= 0.05)).all()
     faith = t["attribution.faithfulness.parquet"]
     assert {"delta_aupc", "sparsity_gini", "max_sensitivity"} <= set(faith.metric)
     # LIME ran on the two sampled cases only, the gradient method on all six
@@ -131,10 +139,15 @@ def test_a_failing_instrument_is_isolated_and_recorded(nifti_run, tmp_path, monk
 
 
 # ------------------------------------------------------------ resume after SIGKILL
+OFF = ("lrp", "probes", "patching", "geometry", "ablation", "shapley", "truthfulness")  # many small units, quickly
+
+
 def test_sigkill_then_resume_recomputes_only_the_missing_units(tmp_path):
     cfg = {"model": TINY, "cohort": {"source": "synthetic", "synthetic": {"n_cases": 40, "size": 32, "seed": 2},
                                      "max_cases": 12},
-           "instruments": {"attribution": {"methods": ["integrated_gradients", "smoothgrad"]}},
+           "instruments": {"attribution": {"methods": ["input_x_gradient", "integrated_gradients"], "faith_cases": 4,
+                                           "options": {"integrated_gradients": {"n_steps": 8}}},
+                           "gradcam": {"faith_cases": 4}, **{k: False for k in OFF}},
            "out": "out", "batch_size": 2}
     path = tmp_path / "audit.yaml"
     path.write_text(yaml.safe_dump(cfg))

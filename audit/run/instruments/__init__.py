@@ -5,15 +5,15 @@ interventions whose tables other instruments read).
 """
 # isort: skip_file
 # ruff: noqa: F401
-from audit.run.instruments import predictions
-from audit.run.instruments import metrics
-from audit.run.instruments import verify
-from audit.run.instruments import gradcam
-from audit.run.instruments import lrp
-from audit.run.instruments import attribution
-from audit.run.instruments import probes
-from audit.run.instruments import patching
-from audit.run.instruments import geometry
-from audit.run.instruments import ablation
-from audit.run.instruments import shapley
-from audit.run.instruments import truthfulness
+import audit.run.instruments.predictions
+import audit.run.instruments.metrics
+import audit.run.instruments.verify
+import audit.run.instruments.gradcam
+import audit.run.instruments.lrp
+import audit.run.instruments.attribution
+import audit.run.instruments.probes
+import audit.run.instruments.patching
+import audit.run.instruments.geometry
+import audit.run.instruments.ablation
+import audit.run.instruments.shapley
+import audit.run.instruments.truthfulness
