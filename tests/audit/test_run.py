@@ -124,14 +124,18 @@ def test_same_config_same_tables_and_a_changed_parameter_recomputes_only_its_uni
     assert "iou@90" in set(_tables(cfg.out)["gradcam.localisation.parquet"].metric)
 
 
-def test_a_failing_instrument_is_isolated_and_recorded(nifti_run, tmp_path, monkeypatch):
-    cfg, _, _, _ = nifti_run
-
+def _plant_failing_instrument(monkeypatch) -> None:
+    """Register, for this test only, an instrument "boom" whose one unit raises."""
     def boom(ctx, p, unit):
         raise RuntimeError("planted failure")
 
     registry()
     monkeypatch.setitem(INSTRUMENTS, "boom", Instrument("boom", Params, lambda c, p: [Unit("all")], boom, ("x",)))
+
+
+def test_a_failing_instrument_is_isolated_and_recorded(nifti_run, tmp_path, monkeypatch):
+    cfg, _, _, _ = nifti_run
+    _plant_failing_instrument(monkeypatch)
     res = run_audit(cfg.model_copy(update={"out": tmp_path / "o"}), only=["predictions", "boom"])
     assert [f["instrument"] for f in res.failed] == ["boom"] and "planted failure" in res.failed[0]["traceback"]
     assert (tmp_path / "o" / "tables" / "predictions.cases.parquet").exists()
@@ -257,12 +261,7 @@ def test_cli_exit_code_says_that_something_failed(nifti_run, tmp_path, monkeypat
     from audit.cli import app
 
     cfg, _, _, _ = nifti_run
-
-    def boom(ctx, p, unit):
-        raise RuntimeError("planted failure")
-
-    registry()
-    monkeypatch.setitem(INSTRUMENTS, "boom", Instrument("boom", Params, lambda c, p: [Unit("all")], boom, ("x",)))
+    _plant_failing_instrument(monkeypatch)
     path = tmp_path / "audit.yaml"
     data = cfg.model_dump(mode="json")
     data.update(out=str(tmp_path / "o"), instruments={"attribution": False, "lrp": False, "gradcam": False})
