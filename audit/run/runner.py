@@ -76,10 +76,18 @@ def unit_digest(ctx: Context, inst: Instrument, params: Any, unit: Unit) -> str:
 
 def plan_units(ctx: Context, enabled: dict[str, Any], only: Sequence[str] | None = None
                ) -> tuple[list[tuple[Instrument, Any, list[Unit]]], dict[str, str]]:
-    """(instrument, params, units) for each instrument that applies; skipped ones with their reason."""
+    """(instrument, params, units) for each instrument that applies; skipped ones with their reason.
+
+    ``only`` brings the instruments whose tables its instruments read (``after``) along: their
+    finished units are reused, missing ones computed.
+    """
+    wanted = set(only or ())
+    for name in reversed(list(INSTRUMENTS)):  # registration order: an instrument's `after` comes earlier
+        if name in wanted:
+            wanted |= set(INSTRUMENTS[name].after)
     plan, skipped = [], {}
     for name, params in enabled.items():
-        if only and name not in only:
+        if only and name not in wanted:
             continue
         inst = INSTRUMENTS[name]
         reason = inst.skip_reason(ctx)

@@ -122,6 +122,9 @@ def test_same_config_same_tables_and_a_changed_parameter_recomputes_only_its_uni
     assert res.computed and {u.split("/")[0] for u in res.computed} == {"gradcam"}
     assert not any(u.startswith("gradcam/") for u in res.reused)
     assert "iou@90" in set(_tables(cfg.out)["gradcam.localisation.parquet"].metric)
+    # --only brings along the instruments whose tables it reads (truthfulness reads shapley)
+    only = run_audit(cfg, only=["truthfulness"])
+    assert only.ok and not only.computed and {u.split("/")[0] for u in only.reused} == {"shapley", "truthfulness"}
 
 
 def _plant_failing_instrument(monkeypatch) -> None:
