@@ -170,12 +170,14 @@ def binarize_at_percentile(maps: Any, q: float = 95) -> torch.Tensor:
     return torch.from_numpy(_top(a, q).reshape(a.shape))
 
 
-def _top_region(a: np.ndarray, s: np.ndarray, q: float, kind: str) -> tuple[np.ndarray, _Why]:
-    """IoU (``kind="iou"``) or hit rate of the top region B against the ROI M, with reasons."""
+def _top_region(a: np.ndarray, s: np.ndarray, q: float, kind: str,
+                top: np.ndarray | None = None) -> tuple[np.ndarray, _Why]:
+    """IoU (``kind="iou"``) or hit rate of the top region B against the ROI M, with reasons
+    (``top``: B when already computed, ``_top(a, q)``)."""
     why = _Why(a.shape[:2])
     why.mark(~s.reshape(s.shape[0], -1).any(axis=1), EMPTY_ROI)
     _ranks_nothing(a, why)
-    b, m = _top(a, q), s.reshape(s.shape[0], 1, -1)
+    b, m = (_top(a, q) if top is None else top), s.reshape(s.shape[0], 1, -1)
     den = (b | m).sum(-1) if kind == "iou" else b.sum(-1)
     return (b & m).sum(-1) / np.maximum(den, 1), why
 
@@ -236,27 +238,36 @@ def _image(x: Any) -> np.ndarray:
 
 def _intensity(a: np.ndarray, img: np.ndarray, keep: np.ndarray | None,
                correlation: str) -> tuple[np.ndarray, _Why]:
-    """Correlation (N, C) of maps ``a`` (broadcast to the image's contrasts) with ``img``."""
+    """Correlation (N, C) of maps ``a`` (broadcast to the image's contrasts) with ``img``.
+
+    Vectorised over cases and contrasts: the voxels outside ``keep`` are set to +inf before
+    ranking (they rank above every voxel inside, so the average ranks inside equal those of the
+    ROI's voxels alone), and the moments are sums over ``keep``.
+    """
     n, c = img.shape[:2]
     keep = np.ones((n, a[0, 0].size), dtype=bool) if keep is None else keep.reshape(n, -1)
     a = np.broadcast_to(a, img.shape).reshape(n, c, -1)
     img = img.reshape(n, c, -1)
+    k = keep[:, None, :]
+    has = keep.any(axis=1)
     why = _Why((n, c))
-    why.mark(~keep.any(axis=1), EMPTY_ROI)
-    out = np.full((n, c), np.nan)
-    for i in range(n):
-        if not keep[i].any():
-            continue
-        ai, xi = a[i][:, keep[i]], img[i][:, keep[i]]
-        why.mark_case(i, np.ptp(ai, axis=-1) == 0, RANKS_NOTHING + " in the ROI")
-        why.mark_case(i, np.ptp(xi, axis=-1) == 0, "image constant in the ROI")
-        if correlation == "spearman":
-            ai, xi = rankdata(ai, axis=-1), rankdata(xi, axis=-1)  # average ranks for ties
-        ai = ai - ai.mean(-1, keepdims=True)
-        xi = xi - xi.mean(-1, keepdims=True)
-        den = np.sqrt((ai * ai).sum(-1) * (xi * xi).sum(-1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = np.clip((ai * xi).sum(-1) / den, -1.0, 1.0)
+    why.mark(~has, EMPTY_ROI)
+
+    def constant(v: np.ndarray) -> np.ndarray:
+        return has[:, None] & (np.where(k, v, -np.inf).max(-1) == np.where(k, v, np.inf).min(-1))
+
+    why.mark(constant(a), RANKS_NOTHING + " in the ROI")
+    why.mark(constant(img), "image constant in the ROI")
+    if correlation == "spearman":
+        # average ranks for ties, as scipy.stats.spearmanr
+        a, img = rankdata(np.where(k, a, np.inf), axis=-1), rankdata(np.where(k, img, np.inf), axis=-1)
+    cnt = np.maximum(keep.sum(1), 1)[:, None, None]
+    ac = np.where(k, a - (np.where(k, a, 0.0).sum(-1, keepdims=True) / cnt), 0.0)
+    xc = np.where(k, img - (np.where(k, img, 0.0).sum(-1, keepdims=True) / cnt), 0.0)
+    den = np.sqrt((ac * ac).sum(-1) * (xc * xc).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.clip((ac * xc).sum(-1) / den, -1.0, 1.0)
+    out[~has] = np.nan
     return out, why
 
 
@@ -406,10 +417,12 @@ class LocalizationTable(TableResult):
         return case_means(self.to_frame())
 
 
-def _map_metrics(q: float) -> dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, _Why]]]:
-    """Metric name → function of (maps, ROI) giving (values, reasons), in table order."""
-    return {f"iou@{q:g}": lambda a, m: _top_region(a, m, q, "iou"),
-            f"hit_rate@{q:g}": lambda a, m: _top_region(a, m, q, "hit"),
+def _map_metrics(q: float, top: np.ndarray | None = None
+                 ) -> dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, _Why]]]:
+    """Metric name → function of (maps, ROI) giving (values, reasons), in table order (``top``:
+    the maps' top region, shared by every ROI)."""
+    return {f"iou@{q:g}": lambda a, m: _top_region(a, m, q, "iou", top),
+            f"hit_rate@{q:g}": lambda a, m: _top_region(a, m, q, "hit", top),
             "relevance_mass": lambda a, m: _relevance_mass(a, m, False),
             "relevance_mass_pos": lambda a, m: _relevance_mass(a, m, True)}
 
@@ -454,18 +467,24 @@ def localization_table(maps: Any, masks: Mapping[str, Any], x: Any = None, *,
                          message=f"maps has {a.shape[1]} channels; expected 1 or one per contrast ({n_contrasts}: "
                                  f"{names})")
     rois = _rois(masks, a.shape)
-    rows: list[pd.DataFrame] = []
+    columns = ["case_id", "method", "point", "contrast", "roi", "reason", "metric", "value"]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in columns}
+    ids_arr = np.asarray([str(i) for i in ids], dtype=object)
 
     def add(res: tuple[np.ndarray, _Why], roi: str, metric: str) -> None:
         v, why = res
-        labels = names if v.shape[1] == n_contrasts else ["all"]
-        rows.append(pd.DataFrame({
-            "case_id": np.repeat(ids, v.shape[1]), "method": method, "point": point,
-            "contrast": labels * n, "roi": roi, "reason": why.r.reshape(-1).astype(str), "metric": metric,
-            "value": why.apply(v).reshape(-1)}))
+        labels = np.asarray(names if v.shape[1] == n_contrasts else ["all"], dtype=object)
+        size = v.size
+        parts["case_id"].append(np.repeat(ids_arr, v.shape[1]))
+        parts["contrast"].append(np.tile(labels, n))
+        parts["reason"].append(why.r.reshape(-1).astype(object))
+        parts["value"].append(why.apply(v).reshape(-1))
+        for col, val in (("method", method), ("point", point), ("roi", roi), ("metric", metric)):
+            parts[col].append(np.full(size, val, dtype=object))
 
+    top = _top(a, q)
     for roi, m in rois.items():
-        for metric, fn in _map_metrics(q).items():
+        for metric, fn in _map_metrics(q, top).items():
             add(fn(a, m), roi, metric)
         if img is not None:
             for how in CORRELATIONS:
@@ -473,8 +492,10 @@ def localization_table(maps: Any, masks: Mapping[str, Any], x: Any = None, *,
     if img is not None:
         for how in CORRELATIONS:
             add(_intensity(a, img, None, how), "all", f"intensity_{how}")
-    columns = ["case_id", "method", "point", "contrast", "roi", "reason", "metric", "value"]
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    if parts["value"]:
+        table = pd.DataFrame({k: np.concatenate(v) for k, v in parts.items()})
+    else:
+        table = pd.DataFrame(columns=columns)
     table["case_id"] = table["case_id"].astype(str)
     table["value"] = table["value"].astype(float)
     _warn("localization_table", table["reason"].to_numpy(), stacklevel=3)
