@@ -42,6 +42,9 @@ class Context:
     weights_sha256: str = ""
     data_hash: str = ""
     finished: dict[str, dict[str, Any]] = field(default_factory=dict)  # set by the runner
+    # values several units share within one process (deterministic in the run's seed, so a
+    # resumed or distributed run recomputes the same ones)
+    memo: dict[tuple, Any] = field(default_factory=dict)
 
     def results(self, instrument: str) -> dict[str, Any]:
         """Tables of an instrument that ran earlier in this run (``Instrument.after``), by name."""
@@ -161,14 +164,16 @@ def _read_cohort(cfg: RunConfig, splits: dict[str, Cohort] | None = None
 
         if not spec.manifest.is_file():
             raise ConfigError([f"cohort.manifest: file not found: {spec.manifest}"])
-        cohort = read_manifest(spec.manifest, channels=spec.channels, patient_id_col=spec.group_column)
+        cohort = read_manifest(spec.manifest, channels=spec.channels, patient_id_col=spec.group_column,
+                               num_workers=cfg.num_workers)
     else:
         from audit.data.images import read_images
 
         for key, p in (("manifest", spec.manifest), ("folder", spec.folder)):
             if p is not None and not p.exists():
                 raise ConfigError([f"cohort.{key}: not found: {p}"])
-        cohort = read_images(manifest=spec.manifest, folder=spec.folder, channels=spec.channels)
+        cohort = read_images(manifest=spec.manifest, folder=spec.folder, channels=spec.channels,
+                             num_workers=cfg.num_workers)
     if spec.split is not None:
         values = {str(c.meta.get(spec.split_column)) for c in cohort}
         if spec.split not in values:

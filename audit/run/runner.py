@@ -153,6 +153,7 @@ def run_audit(cfg: RunConfig, *, only: Sequence[str] | None = None, fresh: bool 
     t0 = time.perf_counter()
     started = _now()
     ctx = ctx or build_context(cfg)
+    ctx.memo.clear()  # shared values are recomputed by the units that need them: a run times its own work
     torch_threads = torch.get_num_threads()
     snapshot = ModelSnapshot.take(ctx.model)
     plan, skipped = plan_units(ctx, enabled, only)

@@ -14,7 +14,8 @@ Map metrics lead with ``maps``; model instruments with ``(model, x, target, ...)
 """
 
 from probes.metrics.faithfulness import (DeletionCurve, DeltaAUPC, aupc, class_probability_fn, delta_aupc,
-                                         deletion_curve, max_sensitivity, sparsity, uniform_linf_perturbation)
+                                         deletion_curve, max_sensitivity, random_aupc, sparsity,
+                                         uniform_linf_perturbation)
 from probes.metrics.localization import (EmptyROIWarning, LocalizationTable, UndefinedMetricWarning,
                                          binarize_at_percentile, feature_portion, hit_rate, intensity_correlation,
                                          iou_at_percentile, localization_table, msfi, normalise_importance,
@@ -26,7 +27,7 @@ from probes.metrics.truthfulness import (ContrastCorrelation, PlausibilityTests,
 from probes.metrics.values import CaseValues, WideTableResult, case_values
 
 __all__ = ["DeletionCurve", "DeltaAUPC", "aupc", "class_probability_fn", "delta_aupc", "deletion_curve",
-           "max_sensitivity", "sparsity", "uniform_linf_perturbation", "EmptyROIWarning", "LocalizationTable",
+           "max_sensitivity", "random_aupc", "sparsity", "uniform_linf_perturbation", "EmptyROIWarning", "LocalizationTable",
            "UndefinedMetricWarning", "binarize_at_percentile", "feature_portion", "hit_rate",
            "intensity_correlation", "iou_at_percentile", "localization_table", "msfi", "normalise_importance",
            "relevance_mass", "DeLongResult", "auc", "delong", "delong_cov", "delong_placements",

@@ -31,14 +31,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from probes.core.errors import InputTypeError, ShapeError
+from probes.core.errors import InputTypeError, OptionError, ShapeError
 from probes.core.model import Output, as_audit_model, class_probabilities, model_state
 from probes.core.validate import (Target, as_case_ids, as_input, as_maps, as_targets, check_choice, check_class_range,
-                                  check_finite, check_int)
+                                  check_finite, check_int, to_numpy)
 from probes.metrics.values import Column, WideTableResult, warn_reasons
 
 __all__ = ["MODES", "class_probability_fn", "DeletionCurve", "deletion_curve", "aupc", "DeltaAUPC", "delta_aupc",
-           "max_sensitivity", "uniform_linf_perturbation", "sparsity"]
+           "random_aupc", "max_sensitivity", "uniform_linf_perturbation", "sparsity"]
 
 Mode = Literal["deletion", "insertion"]
 MODES: tuple[str, ...] = ("deletion", "insertion")
@@ -263,7 +263,7 @@ class DeltaAUPC(WideTableResult):
 def delta_aupc(model: nn.Module, x: Tensor, target: Target, maps: Any, *, n_samples: int = 10, seed: int = 0,
                steps: int = 20, mode: Mode = "deletion", baseline: Baseline = 0.0, batch_size: int = 32,
                output: Output = None, blur_sigma: float = 5.0, method: str = "",
-               case_ids: Sequence[Any] | None = None) -> DeltaAUPC:
+               case_ids: Sequence[Any] | None = None, random_areas: Any = None) -> DeltaAUPC:
     """ΔAUPC (Jin et al., MedIA 2023, §4.3.1): the map's ordering against random orderings.
 
     deletion: ΔAUPC = mean AUPC(random) − AUPC(map); insertion: AUPC(map) − mean AUPC(random),
@@ -272,17 +272,24 @@ def delta_aupc(model: nn.Module, x: Tensor, target: Target, maps: Any, *, n_samp
     ``torch.Generator().manual_seed(seed)``; curves as :func:`deletion_curve`. Returns a
     :class:`DeltaAUPC` (aupc, aupc_random_mean, aupc_random_std (ddof = 1; NaN when
     n_samples = 1), delta_aupc per case). A map that ranks nothing gives NaN aupc and
-    delta_aupc for that case (its reason says so; one warning per call).
+    delta_aupc for that case (its reason says so; one warning per call). ``random_areas``: the
+    random orderings' AUPCs (N, n_samples) from :func:`random_aupc` with the same arguments and
+    map channels (they do not depend on the map), computed once for several methods; None:
+    computed here.
     """
     check_int(n_samples, "n_samples")
     m, pert = _prepare(x, target, maps, steps=steps, mode=mode, baseline=baseline, batch_size=batch_size,
                        output=output, blur_sigma=blur_sigma, model=model)
     ids = as_case_ids(case_ids, pert.x.shape[0])
-    g = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
+    seed = check_int(seed, "seed", minimum=0)
+    if random_areas is not None:
+        a_rand = to_numpy(random_areas, "random_areas").astype(np.float64)
+        if a_rand.shape != (pert.x.shape[0], n_samples):
+            raise ShapeError("random_areas", f"shape {a_rand.shape}", f"({pert.x.shape[0]}, n_samples={n_samples})")
     with model_state(model, warn="delta_aupc"), torch.no_grad():
         a_map = pert.areas(_ranks(m))
-        a_rand = np.stack([pert.areas(_ranks(torch.rand(m.shape, generator=g, dtype=torch.float64)))
-                           for _ in range(n_samples)], 1)
+        if random_areas is None:
+            a_rand = _random_areas(pert, m.shape, n_samples, seed)
     r_mean = a_rand.mean(1)
     r_std = a_rand.std(1, ddof=1) if n_samples > 1 else np.full(len(r_mean), np.nan)
     delta = r_mean - a_map if mode == "deletion" else a_map - r_mean
@@ -300,6 +307,33 @@ def delta_aupc(model: nn.Module, x: Tensor, target: Target, maps: Any, *, n_samp
     return DeltaAUPC(table=table, id_vars=("case_id", "method", "mode", "reason"), title="ΔAUPC",
                      notes=(f"{n_samples} random ordering(s), seed {seed}; positive ΔAUPC: the map beats "
                             "random orderings",))
+
+
+def _random_areas(pert: _Perturbation, shape: Sequence[int], n_samples: int, seed: int) -> np.ndarray:
+    """(N, n_samples) AUPCs of random orderings drawn from ``torch.Generator().manual_seed(seed)``."""
+    g = torch.Generator().manual_seed(seed)
+    return np.stack([pert.areas(_ranks(torch.rand(tuple(shape), generator=g, dtype=torch.float64)))
+                     for _ in range(n_samples)], 1)
+
+
+def random_aupc(model: nn.Module, x: Tensor, target: Target, *, channels: int = 1, n_samples: int = 10,
+                seed: int = 0, steps: int = 20, mode: Mode = "deletion", baseline: Baseline = 0.0,
+                batch_size: int = 32, output: Output = None, blur_sigma: float = 5.0) -> Tensor:
+    """AUPCs of ``n_samples`` random orderings per case, float64 ``(N, n_samples)``: the random
+    reference of :func:`delta_aupc` for maps with ``channels`` channels (1, or one per
+    contrast), exactly the orderings it draws with the same arguments. It does not depend on
+    the map, so one computation serves every method's ``delta_aupc(..., random_areas=...)``.
+    """
+    x = as_input(x, "x", model=_check_model(model))
+    c = check_int(channels, "channels")
+    if c not in (1, x.shape[1]):
+        raise OptionError("channels", repr(channels), f"1 or the contrasts of x ({x.shape[1]})")
+    shape = (x.shape[0], c, *x.shape[2:])
+    _, pert = _prepare(x, target, torch.zeros(shape, dtype=torch.float64), steps=steps, mode=mode,
+                       baseline=baseline, batch_size=batch_size, output=output, blur_sigma=blur_sigma, model=model)
+    with model_state(model, warn="random_aupc"), torch.no_grad():
+        areas = _random_areas(pert, shape, check_int(n_samples, "n_samples"), check_int(seed, "seed", minimum=0))
+    return torch.from_numpy(areas)
 
 
 # ----------------------------------------------------------------------------- robustness

@@ -17,7 +17,7 @@ import torch
 
 from probes.metrics import (DeletionCurve, auc, aupc, binarize_at_percentile, case_values, class_probability_fn,
                             contrast_importance_correlation, deletion_curve, delong, delong_cov, delong_placements,
-                            delta_aupc, evaluate_methods, feature_portion, hit_rate, intensity_correlation,
+                            delta_aupc, evaluate_methods, random_aupc, feature_portion, hit_rate, intensity_correlation,
                             iou_at_percentile, localization_table, map_contrast_importance, max_sensitivity,
                             mean_with_ci, msfi, normalise_importance, plausibility_tests, relevance_mass, sparsity,
                             time_per_map, uniform_linf_perturbation)
@@ -174,6 +174,9 @@ ROWS: list[Row] = [
         build=lambda k: {"model": k["model"], "x": k["x"], "target": k["target"], "maps": k["maps"], "steps": 2,
                          "n_samples": 2},
         call=lambda kw: delta_aupc(**kw), args={"model": "model", "x": "x", "target": "target", "maps": "maps"}),
+    Row("probes.metrics.random_aupc",
+        build=lambda k: {"model": k["model"], "x": k["x"], "target": k["target"], "steps": 2, "n_samples": 2},
+        call=lambda kw: random_aupc(**kw), args={"model": "model", "x": "x", "target": "target"}),
     Row("probes.metrics.aupc", build=lambda k: {"curve": _curve(k)}, call=lambda kw: aupc(**kw),
         args={"curve": CURVE}),
     Row("probes.metrics.max_sensitivity",

@@ -12,8 +12,9 @@ from probes import ModelSnapshot
 from probes.core.model import ModelInterface
 from probes.core.result import Summary
 from probes.metrics import case_values
+from probes.core.errors import OptionError, ShapeError
 from probes.metrics.faithfulness import (DeletionCurve, DeltaAUPC, aupc, delta_aupc, deletion_curve, max_sensitivity,
-                                         sparsity, uniform_linf_perturbation)
+                                         random_aupc, sparsity, uniform_linf_perturbation)
 
 
 class RegionMean(nn.Module):
@@ -85,6 +86,30 @@ def test_delta_aupc_true_map_positive_random_map_near_zero():
     cur = deletion_curve(m3, x3, [0], reg3.expand(1, 2, 6, 6, 6), steps=4, baseline="mean",
                          output="probabilities")
     assert cur.probabilities[0, 0] == pytest.approx(1.0) and len(cur.to_frame()) == 5
+
+
+def test_random_aupc_closed_form_and_shared_by_delta_aupc():
+    model, region = _toy((16, 16))
+    x = torch.ones(2, 1, 16, 16)
+    # a random deletion order removes, in expectation, a fraction f of the region at fraction f:
+    # p(f) = 1 − f, so the expected AUPC is 1/2 (the trapezoid rule is exact for a line)
+    ra = random_aupc(model, x, 0, n_samples=40, steps=8, output="probabilities", seed=3)
+    assert ra.shape == (2, 40) and ra.dtype == torch.float64
+    assert abs(float(ra.mean()) - 0.5) < 0.02 and float(ra.std()) > 0
+    # delta_aupc draws exactly these orderings: passing them gives the same table
+    maps = region.expand(2, 1, 16, 16)
+    own = delta_aupc(model, x, 0, maps, n_samples=40, steps=8, output="probabilities", seed=3)
+    shared = delta_aupc(model, x, 0, maps, n_samples=40, steps=8, output="probabilities", seed=3, random_areas=ra)
+    assert own.table.equals(shared.table)
+    # per-contrast maps draw (N, C, *spatial) orderings: another random reference
+    x2 = torch.ones(2, 2, 16, 16)
+    ra2 = random_aupc(model, x2, 0, channels=2, n_samples=4, steps=8, output="probabilities", seed=3)
+    own2 = delta_aupc(model, x2, 0, torch.rand(2, 2, 16, 16), n_samples=4, steps=8, output="probabilities", seed=3)
+    np.testing.assert_allclose(own2.aupc_random_mean, ra2.mean(1).numpy())
+    with pytest.raises(ShapeError, match="random_areas"):
+        delta_aupc(model, x, 0, maps, n_samples=4, steps=8, output="probabilities", random_areas=ra)
+    with pytest.raises(OptionError, match="channels"):
+        random_aupc(model, x2, 0, channels=3, output="probabilities")
 
 
 def test_max_sensitivity_equals_captum():

@@ -4,7 +4,8 @@ Localisation per case × point × ROI × contrast (``probes.metrics.localization
 hit rate at the 95th percentile, relevance mass, intensity–attribution correlation) plus
 ``relevance_mass_per_area`` = relevance mass / (ROI voxels / all voxels): 1 where the map is
 uniform, > 1 where relevance concentrates in the ROI (Arras et al. 2022 report mass and area).
-Faithfulness per case: ΔAUPC against random deletion orders (``delta_aupc``), max-sensitivity
+Faithfulness per case: ΔAUPC against random deletion orders (``delta_aupc``; the random
+orders of a case range are drawn once and shared by every method, ``random_aupc``), max-sensitivity
 (``max_sensitivity``) and the Gini sparsity (``sparsity``).
 """
 
@@ -19,7 +20,7 @@ import torch
 
 from audit.run.context import Context
 from audit.run.plugin import Params, Unit, frame
-from probes.metrics import delta_aupc, localization_table, max_sensitivity, sparsity
+from probes.metrics import delta_aupc, localization_table, max_sensitivity, random_aupc, sparsity
 
 
 class MapParams(Params):
@@ -71,15 +72,23 @@ def faithfulness(ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor, met
     maps = maps[: b - a]
     x, ids, seed = ctx.x(a, b), ctx.case_ids(a, b), ctx.unit_seed("faithfulness", method, unit.key)
     target = ctx.target
+    # the random orderings do not depend on the map: one draw per case range and map channels,
+    # shared by every method (which also pairs the methods' ΔAUPC on the same random reference)
+    orders = ctx.unit_seed("random_orders", a, b)
+    key = ("random_aupc", a, b, maps.shape[1], p.aupc_samples, p.aupc_steps, orders)
+    if key not in ctx.memo:
+        ctx.memo[key] = random_aupc(ctx.model, x, target, channels=maps.shape[1], n_samples=p.aupc_samples,
+                                    steps=p.aupc_steps, seed=orders, batch_size=p.rows(ctx))
     d = delta_aupc(ctx.model, x, target, maps.detach(), n_samples=p.aupc_samples, steps=p.aupc_steps,
-                   seed=seed, method=method, case_ids=ids).to_frame()
+                   seed=orders, method=method, case_ids=ids, batch_size=p.rows(ctx),
+                   random_areas=ctx.memo[key]).to_frame()
     rows: list[dict[str, Any]] = []
     for cid, g in zip(ids, sparsity(maps.detach()).tolist()):
         rows.append({"case_id": cid, "method": method, "metric": "sparsity_gini", "value": float(g)})
     k = min(p.robust_cases, len(ids))
     if explain is not None and k > 0:
         sens = max_sensitivity(explain, x[:k], radius=p.robust_radius, n_samples=p.robust_samples, seed=seed,
-                               target=target, model=ctx.model)
+                               target=target, model=ctx.model, batch_size=p.rows(ctx))
         rows += [{"case_id": cid, "method": method, "metric": "max_sensitivity", "value": float(v)}
                  for cid, v in zip(ids[:k], sens.tolist())]
     out = pd.concat([d.assign(method=method) if "method" not in d else d, pd.DataFrame(rows)], ignore_index=True)
