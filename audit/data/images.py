@@ -15,6 +15,7 @@ is not applied (as in Pillow's and torchvision's loaders).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from audit.data.cohort import Case, Cohort, ManifestError, close_hint
 from audit.data.nifti import CELL_PARSERS, infer_column_kind
+from audit.data.prefetch import prefetch
 from probes.core.errors import AuditInputError, OptionError, ShapeError
 
 __all__ = ["IMAGE_SUFFIXES", "read_images"]
@@ -217,7 +219,8 @@ def _rows_from_folder(folder: Path, class_names: list[str] | None) -> tuple[list
 def read_images(manifest: str | Path | None = None, folder: str | Path | None = None, *,
                 mode: ImageMode = "auto", channels: Sequence[str] | None = None,
                 class_names: Sequence[str] | None = None, case_id_col: str = "case_id", path_col: str = "path",
-                label_col: str = "label", patient_id_col: str = "patient_id", mask_prefix: str = "mask_") -> Cohort:
+                label_col: str = "label", patient_id_col: str = "patient_id", mask_prefix: str = "mask_",
+                num_workers: int = 0) -> Cohort:
     """Read 2-D image files as a Cohort from a manifest CSV or a one-folder-per-class layout.
 
     Give exactly one of ``manifest`` or ``folder``.
@@ -240,6 +243,8 @@ def read_images(manifest: str | Path | None = None, folder: str | Path | None = 
     ``"R", "G", "B"``; ``"L"`` forces grey (colour via Pillow's luma ``L = 0.299 R + 0.587 G +
     0.114 B``, rounded), ``"RGB"`` forces three channels (grey repeated). ``channels`` renames
     the channels (same count). Images may differ in size; resizing is preprocessing's job.
+    ``num_workers``: threads decoding the files (0: in the loop; same cohort and errors either
+    way, ``audit.data.prefetch``).
 
     Returns a Cohort with ``meta = {"source": "images", "class_names": [...] or None}`` (None
     for integer labels without names); each case's meta holds ``"path"`` (absolute) and the
@@ -267,17 +272,29 @@ def read_images(manifest: str | Path | None = None, folder: str | Path | None = 
         rows, names = _rows_from_folder(Path(folder), names)
     cases: list[Case] = []
     seen: dict[str, Path] = {}
-    for r in rows:
-        fail = r["fail"]
-        if r["case_id"] in seen:
-            raise fail(f"duplicate case id {r['case_id']!r} ({r['path']} and {seen[r['case_id']]})")
-        seen[r["case_id"]] = r["path"]
-        image = _decode(r["path"], mode, fail)
-        masks = {m: _decode_mask(p, m, image.shape[1:], fail) for m, p in r["masks"].items()}
-        chans = _channel_names(image.shape[0], channels)
-        if cases and chans != cases[0].channels:
-            raise fail(f"{r['path']} has {len(chans)} channel(s) {chans} but {cases[0].meta['path']} has "
-                       f"{cases[0].channels}; mode='auto' mixes grey and colour images: pass mode='L' or mode='RGB'")
-        cases.append(Case(r["case_id"], image, chans, r["label"], r["patient_id"], masks,
-                          {"path": str(r["path"].resolve()), **r["meta"]}))
+
+    def decode(r: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        image = _decode(r["path"], mode, r["fail"])
+        return image, {m: _decode_mask(p, m, image.shape[1:], r["fail"]) for m, p in r["masks"].items()}
+
+    with prefetch([functools.partial(decode, r) for r in rows], num_workers) as decoded:
+        for r, get in zip(rows, decoded):
+            fail = r["fail"]
+            if r["case_id"] in seen:
+                raise fail(f"duplicate case id {r['case_id']!r} ({r['path']} and {seen[r['case_id']]})")
+            seen[r["case_id"]] = r["path"]
+            image, masks = get()
+            cases.append(_case(r, image, masks, channels, cases))
     return Cohort(cases, {"source": "images", "class_names": names})
+
+
+def _case(r: dict[str, Any], image: np.ndarray, masks: dict[str, np.ndarray], channels: Sequence[str] | None,
+          cases: list[Case]) -> Case:
+    """One decoded row as a Case; its channels must match those of the cases before it."""
+    fail = r["fail"]
+    chans = _channel_names(image.shape[0], channels)
+    if cases and chans != cases[0].channels:
+        raise fail(f"{r['path']} has {len(chans)} channel(s) {chans} but {cases[0].meta['path']} has "
+                   f"{cases[0].channels}; mode='auto' mixes grey and colour images: pass mode='L' or mode='RGB'")
+    return Case(r["case_id"], image, chans, r["label"], r["patient_id"], masks,
+                {"path": str(r["path"].resolve()), **r["meta"]})

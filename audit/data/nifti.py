@@ -7,6 +7,7 @@ Axis convention (see ``audit.data``): NIfTI voxel axes ``(i, j, k)`` hold medaud
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import numbers
 import warnings
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from audit.data.cohort import BAD_NAME, COHORT_FORMAT, Case, Cohort, ManifestError, close_hint
+from audit.data.prefetch import prefetch
 from probes.core.errors import InputTypeError, OptionError
 
 __all__ = ["write_nifti", "read_manifest"]
@@ -171,7 +173,7 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
                   case_id_col: str = "case_id", patient_id_col: str | None = "patient_id",
                   label_col: str | None = "label", image_prefix: str = "image_",
                   mask_prefix: str = "mask_", meta_columns: Sequence[str] | None = None,
-                  spatial_ndim: int | None = None) -> Cohort:
+                  spatial_ndim: int | None = None, num_workers: int = 0) -> Cohort:
     """Read a Cohort from a manifest CSV of NIfTI paths (as written by :func:`write_nifti`).
 
     Paths are absolute or relative to the manifest's folder. ``channels``/``mask_names``
@@ -183,6 +185,8 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
     as float32. ``spatial_ndim`` tells 2-D from one-slice 3-D for H×W×1 files; by default it
     comes from ``cohort_meta.json``, else a singleton k means 2-D. A non-identity affine goes
     to ``meta["affine"]``; contrasts or masks of a case with differing affines raise a warning.
+    ``num_workers``: threads reading the files (0: in the loop; same cohort and errors either
+    way, ``audit.data.prefetch``).
     """
     import nibabel as nib
 
@@ -256,52 +260,67 @@ def read_manifest(csv_path: str | Path, channels: Sequence[str] | None = None,
                              f"file), got shape {data.shape}")
         return path, data, img.affine
 
+    def load_row(i: int, row: pd.Series) -> dict[int, tuple[Path, np.ndarray, np.ndarray]]:
+        """Every file of one row (the cells checked in the loop below, before this is read)."""
+        return {n: load(row[col], col, i + 2, row[case_id_col], n < len(channels))
+                for n, col in enumerate(file_cols) if row[col] != ""}
+
+    rows = list(df.iterrows())
     cases = []
-    for i, row in df.iterrows():
-        line, cid = int(i) + 2, row[case_id_col]  # line 1 is the header
-        if cid == "":
-            raise ManifestError(f"{csv_path}: line {line}: empty {case_id_col!r} cell", case_id_col, "a case id")
-        loaded = {}
-        for n, col in enumerate(file_cols):
-            if row[col] == "" and n < len(channels):
-                raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): empty {col!r} cell", col, "a file path")
-            if row[col] != "":
-                loaded[n] = load(row[col], col, line, cid, n < len(channels))
-        p0, d0, a0 = loaded[0]
-        nd = nd or (2 if d0.shape[2] == 1 else 3)
-        for p, d, _ in loaded.values():
-            if d.shape != d0.shape:
-                raise ValueError(f"case {cid!r}: files disagree in shape: {p0} has {d0.shape} "
-                                 f"but {p} has {d.shape}")
-            if nd == 2 and d.shape[2] != 1:
-                raise ValueError(f"case {cid!r}: {p} has shape {d.shape}, not H×W×1, but the "
-                                 "cohort is 2-D (spatial_ndim=2)")
-        off = [str(p) for p, _, a in loaded.values() if not np.allclose(a, a0, atol=1e-4)]
-        if off:
-            warnings.warn(f"case {cid!r}: affine of {off} differs from that of {p0}; the "
-                          "contrasts/masks may not be co-registered", stacklevel=2)
-        # back from NIfTI (H, W, D) to medaudit (D, H, W), or (H, W) for a 2-D cohort
-        arrays = {n: d[:, :, 0] if nd == 2 else np.moveaxis(d, -1, 0)
-                  for n, (_, d, _) in loaded.items()}
-        meta: dict[str, Any] = {}
-        for c in meta_columns:
-            try:
-                meta.update({c: CELL_PARSERS[kinds[c]](row[c])} if row[c] != "" else {})
-            except (ValueError, KeyError):
-                raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): column {c!r} "
-                                    f"value {row[c]!r} is not a {kinds[c]}", c, f"a {kinds[c]}") from None
-        if not np.array_equal(a0, np.eye(4)):
-            meta["affine"] = np.asarray(a0, dtype=float)
-        label = "" if label_col is None else row[label_col]
-        try:
-            label = None if label == "" else \
-                int(label) if label.lstrip("+-").isdigit() else float(label)  # Case checks 1.0
-        except ValueError:
-            raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): label {label!r} is not "
-                                "an integer", label_col, "an integer") from None
-        pid = row[patient_id_col] if patient_id_col is not None and row[patient_id_col] else cid
-        masks = {m: arrays[len(channels) + j] for j, m in enumerate(mask_names)
-                 if len(channels) + j in arrays}
-        cases.append(Case(cid, np.stack([arrays[n] for n in range(len(channels))]),
-                          tuple(channels), label, pid, masks, meta))
+    with prefetch([functools.partial(load_row, int(i), row) for i, row in rows], num_workers) as files:
+        for (i, row), get in zip(rows, files):
+            case, nd = _manifest_case(csv_path, row, int(i) + 2, get, channels, mask_names, file_cols, nd,
+                                      meta_columns, kinds, case_id_col, patient_id_col, label_col)
+            cases.append(case)
     return Cohort(cases, cohort_meta)
+
+
+def _manifest_case(csv_path: Path, row: pd.Series, line: int, get: Any, channels: list[str], mask_names: list[str],
+                   file_cols: list[str], nd: int | None, meta_columns: Sequence[str], kinds: dict[str, str],
+                   case_id_col: str, patient_id_col: str | None, label_col: str | None) -> tuple[Case, int]:
+    """One manifest row as a Case: cells checked, then its files (``get()``) read and checked;
+    with the cohort's spatial dimensionality (``nd``, from the first case when not known)."""
+    cid = row[case_id_col]
+    if cid == "":
+        raise ManifestError(f"{csv_path}: line {line}: empty {case_id_col!r} cell", case_id_col, "a case id")
+    for n, col in enumerate(file_cols):
+        if row[col] == "" and n < len(channels):
+            raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): empty {col!r} cell", col, "a file path")
+    loaded = get()
+    p0, d0, a0 = loaded[0]
+    nd = nd or (2 if d0.shape[2] == 1 else 3)
+    for p, d, _ in loaded.values():
+        if d.shape != d0.shape:
+            raise ValueError(f"case {cid!r}: files disagree in shape: {p0} has {d0.shape} "
+                             f"but {p} has {d.shape}")
+        if nd == 2 and d.shape[2] != 1:
+            raise ValueError(f"case {cid!r}: {p} has shape {d.shape}, not H×W×1, but the "
+                             "cohort is 2-D (spatial_ndim=2)")
+    off = [str(p) for p, _, a in loaded.values() if not np.allclose(a, a0, atol=1e-4)]
+    if off:
+        warnings.warn(f"case {cid!r}: affine of {off} differs from that of {p0}; the "
+                      "contrasts/masks may not be co-registered", stacklevel=3)
+    # back from NIfTI (H, W, D) to medaudit (D, H, W), or (H, W) for a 2-D cohort
+    arrays = {n: d[:, :, 0] if nd == 2 else np.moveaxis(d, -1, 0)
+              for n, (_, d, _) in loaded.items()}
+    meta: dict[str, Any] = {}
+    for c in meta_columns:
+        try:
+            meta.update({c: CELL_PARSERS[kinds[c]](row[c])} if row[c] != "" else {})
+        except (ValueError, KeyError):
+            raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): column {c!r} "
+                                f"value {row[c]!r} is not a {kinds[c]}", c, f"a {kinds[c]}") from None
+    if not np.array_equal(a0, np.eye(4)):
+        meta["affine"] = np.asarray(a0, dtype=float)
+    label = "" if label_col is None else row[label_col]
+    try:
+        label = None if label == "" else \
+            int(label) if label.lstrip("+-").isdigit() else float(label)  # Case checks 1.0
+    except ValueError:
+        raise ManifestError(f"{csv_path}: line {line} (case {cid!r}): label {label!r} is not "
+                            "an integer", label_col, "an integer") from None
+    pid = row[patient_id_col] if patient_id_col is not None and row[patient_id_col] else cid
+    masks = {m: arrays[len(channels) + j] for j, m in enumerate(mask_names)
+             if len(channels) + j in arrays}
+    return Case(cid, np.stack([arrays[n] for n in range(len(channels))]), tuple(channels), label, pid, masks,
+                meta), nd

@@ -150,7 +150,9 @@ class RunConfig(_Section):
     out: Path = Field(Path("audit-out"), description="output folder (tables, maps, manifest.json)")
     seed: int = Field(0, ge=0, description="seed of every stochastic instrument")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where the model runs")
-    batch_size: int = Field(16, ge=1, description="cases per unit of work")
+    batch_size: int = Field(16, ge=1, description="cases per unit of work, and the most model inputs in one forward of any "
+                            "instrument (perturbations and deletion steps are chunked to it)")
+    num_workers: int = Field(0, ge=0, description="threads reading the cohort's files (0: one after another)")
 
     @field_validator("instruments", mode="before")
     @classmethod

@@ -231,3 +231,35 @@ def test_bmp_tiff_bilevel_and_palette(tmp_path):
     g = read_images(_write_csv(tmp_path / "g.csv", [{"path": "t.tif"}, {"path": "b.png"}]))
     np.testing.assert_array_equal(g["t"].image[0], g16.astype(np.float32))
     np.testing.assert_array_equal(g["b"].image[0], np.where(bits, 255.0, 0.0).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------ threads
+def test_threads_read_the_same_cohort_and_raise_the_same_first_error(tree, tmp_path):
+    root, _ = tree
+    one, four = read_images(folder=root), read_images(folder=root, num_workers=4)
+    assert four.case_ids == one.case_ids and four.labels == one.labels
+    for a, b in zip(one, four):
+        np.testing.assert_array_equal(a.image, b.image)
+    # the first bad row in manifest order is the one named, even when a later one fails first
+    _save(tmp_path / "ok.png", _rng(9).integers(0, 256, (8, 8), dtype=np.uint8))
+    rows = [{"case_id": "c0", "path": "ok.png"}, {"case_id": "c1", "path": "gone1.png"},
+            *({"case_id": f"c{i}", "path": "gone2.png"} for i in range(2, 20))]
+    man = _write_csv(tmp_path / "bad.csv", rows)
+    for workers in (0, 4):
+        with pytest.raises(ManifestError, match=r"line 3 \(case 'c1'\).*gone1\.png"):
+            read_images(man, num_workers=workers)
+    with pytest.raises(OptionError, match="num_workers"):
+        read_images(folder=root, num_workers=-1)
+
+
+def test_nifti_threads_read_the_same_cohort(tmp_path):
+    from audit.data.nifti import read_manifest, write_nifti
+    from audit.synthetic import SyntheticConfig, make_cohort
+
+    co = make_cohort(SyntheticConfig(n_cases=12, size=24, seed=2))
+    man = write_nifti(co, tmp_path / "nii")
+    one, three = read_manifest(man), read_manifest(man, num_workers=3)
+    assert three.case_ids == one.case_ids and three.labels == one.labels and three.meta == one.meta
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.masks.keys() == b.masks.keys() and all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
