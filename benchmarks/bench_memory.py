@@ -9,8 +9,9 @@ Arms, each in its own fresh subprocess (same imports, same data generation, same
 ``build_context``; the measurement starts after that):
 
 - audit: ``run_audit(cfg, ctx=..., fresh=True)`` (every default instrument, or ``--only``).
-- fwd+bwd: the model's forward + backward of the target logit over the same cases in
-  batches of ``min(--batch, --cases)``, eval mode (as the instruments run it).
+- fwd+bwd: the model's forward + backward of the target logit over one batch of ``--batch``
+  inputs (the cases, repeated when there are fewer), eval mode (as the instruments run it):
+  the audit puts at most ``batch_size`` inputs in any forward.
 
 Both arms import the libraries the instruments load lazily (captum, zennit, lime, skimage,
 sklearn, pyarrow, ...) before the measurement. Peak = the process's peak resident set during the arm minus its RSS just before it (peak RSS:
@@ -153,12 +154,13 @@ def arm(args) -> None:
         model = ctx.model.to(ctx.device)
         was = model.training
         model.eval()
-        bs = min(args.batch, ctx.n)
-        for a in range(0, ctx.n, bs):
-            xb = x[a:a + bs].to(ctx.device)
-            y = model(xb)
-            y[:, ctx.target].sum().backward()
-            del y, xb
+        # batch_size rows, the cases repeated when there are fewer: the audit may put that many
+        # inputs (interpolation steps, perturbed copies) in one forward
+        reps = -(-args.batch // ctx.n)
+        xb = x.repeat(reps, *([1] * (x.dim() - 1)))[:args.batch].to(ctx.device)
+        y = model(xb)
+        y[:, ctx.target].sum().backward()
+        del y, xb
         model.zero_grad(set_to_none=True)
         model.train(was)
         skipped = {}
@@ -235,7 +237,7 @@ def main() -> None:
             names = list(au.get("instrument_seconds", {}))
             per = [spawn(args, "audit", [n], tmp) for n in names]
     print(f"monai:resnet10 3D, {au['n']} cases {au['shape']}, batch_size={args.batch} (fwd+bwd batch "
-          f"{min(args.batch, au['n'])}), device={au['device']}, threads={au['threads']}, "
+          f"{args.batch}), device={au['device']}, threads={au['threads']}, "
           f"load(1 min)={os.getloadavg()[0]:.2f}")
     for r in (fb, au):
         print(f"{'fwd+bwd' if r['arm'] == 'fb' else 'audit':<8} peak-base {mib(r['delta_kb'])}  (base {mib(r['base_kb'])}, "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from audit.run.context import Context
@@ -24,9 +24,20 @@ __all__ = ["INSTRUMENTS", "Instrument", "Params", "Unit", "batches", "close_name
 
 
 class Params(BaseModel):
-    """Base of every instrument's parameters: unknown keys are errors, values are frozen."""
+    """Base of every instrument's parameters: unknown keys are errors, values are frozen.
+
+    ``batch_size``: the most model inputs in one forward (or forward+backward) of this
+    instrument — perturbed copies, deletion steps, coalitions and patched pairs included —
+    so that its memory stays that of the model at that batch; None: the run's ``batch_size``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int | None = Field(None, ge=1, description="model inputs per forward (None: the run's batch_size)")
+
+    def rows(self, ctx: Context) -> int:
+        """Model inputs per forward: ``batch_size``, else the run's ``batch_size``."""
+        return int(self.batch_size if self.batch_size is not None else ctx.cfg.batch_size)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from probes.attribution.features import grid_feature_mask, slic_feature_mask
 from probes.attribution.gradcam import layer_gradcam
 from probes.attribution.lime import lime_map
 from probes.attribution.lrp import LRPConservation, lrp, lrp_conservation
-from probes.attribution.methods import METHODS, MethodInfo, attribute
+from probes.attribution.methods import METHODS, MethodInfo, attribute, row_options
 from probes.attribution.result import Attribution, LayerAttribution
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
            "lime_map",
            "lrp",
            "lrp_conservation",
+           "row_options",
            "slic_feature_mask",
 ]

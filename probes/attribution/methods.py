@@ -72,10 +72,10 @@ from probes.attribution.scores import as_module, checked_targets
 from probes.attribution.working_copy import warn_unhooked, working_copy
 from probes.core.model import AuditAdapter, Output, as_audit_model, model_state
 from probes.core.errors import OptionError
-from probes.core.validate import Target, as_input
+from probes.core.validate import Target, as_input, check_int
 from probes.hooks.registry import HookRegistry, as_registry
 
-__all__ = ["METHODS", "Call", "FromCall", "MethodInfo", "attribute"]
+__all__ = ["METHODS", "Call", "FromCall", "MethodInfo", "attribute", "row_options"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,9 @@ class MethodInfo:
     kwargs; ``init(call, net, options)`` → extra Captum constructor arguments; ``prepare(call)``
     → the network Captum wraps (default ``call.net``); ``run(info, call, options)`` replaces
     the generic Captum call where a method needs more (smoothgrad, gradcam, lime, lrp).
+    ``batch``: what the ``batch_size`` option counts: ``"rows"`` (model inputs per forward),
+    ``"per_case"`` (perturbations of every case per forward: N × batch_size rows) or ``""``
+    (no such option: one forward over the N cases, or N × samples for gradient SHAP).
     """
 
     name: str
@@ -140,6 +143,7 @@ class MethodInfo:
     prepare: Callable[[Call], nn.Module] | None = None
     run: Callable[[MethodInfo, Call, dict], Tensor | Attribution] | None = None
     reference: str = ""
+    batch: str = ""
 
 
 # ---------------------------------------------------------------- option builders -----------
@@ -308,7 +312,7 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     MethodInfo("integrated_gradients", "IntegratedGradients", "gradient",
                {"n_steps": 50, "baselines": 0.0, "integration": "gausslegendre",
                 "batch_size": FromCall("max(N, 32)", lambda c, o: max(c.x.shape[0], 32))}, _integrated,
-               reference="Sundararajan et al. 2017"),
+               reference="Sundararajan et al. 2017", batch="rows"),
     MethodInfo("gradient_shap", "GradientShap", "gradient",
                {"n_samples": 50, "stdevs": 0.0,
                 "baselines": FromCall("zeros (1, C, *spatial)", lambda c, o: torch.zeros_like(c.x[:1]))},
@@ -317,7 +321,7 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                reference="Lundberg & Lee 2017 (expected gradients)"),
     MethodInfo("smoothgrad", "NoiseTunnel", "gradient",
                {"noise": 0.15, "n_samples": 50, "abs": False, "batch_size": 25}, run=_run_smoothgrad,
-               reference="Smilkov et al. 2017; noise std = noise * (max - min) of each case"),
+               reference="Smilkov et al. 2017; noise std = noise * (max - min) of each case", batch="rows"),
     MethodInfo("deeplift", "DeepLift", "hooked-gradient", {"baselines": 0.0},
                lambda c, n, o: {"baselines": _baselines(o, c.x)},
                prepare=_hooked("the DeepLift rescale rule (completeness no longer holds)", _deeplift_modules,
@@ -336,23 +340,39 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                reference="Selvaraju et al. 2017"),
     MethodInfo("occlusion", "Occlusion", "perturbation",
                {"window": 0.125, "stride": FromCall("= window", lambda c, o: o["window"]), "baselines": 0.0,
-                "batch_size": 16}, _occlusion, reference="Zeiler & Fergus 2014"),
+                "batch_size": 16}, _occlusion, reference="Zeiler & Fergus 2014", batch="per_case"),
     MethodInfo("feature_ablation", "FeatureAblation", "perturbation", _FEATURES, _features,
-               reference="Captum FeatureAblation"),
+               reference="Captum FeatureAblation", batch="per_case"),
     MethodInfo("shapley_value_sampling", "ShapleyValueSampling", "perturbation", {**_FEATURES, "n_samples": 25},
-               _features, reference="Strumbelj & Kononenko 2010"),
+               _features, reference="Strumbelj & Kononenko 2010", batch="per_case"),
     MethodInfo("kernel_shap", "KernelShap", "perturbation", {**_FEATURES, "n_samples": 500}, _features,
-               reference="Lundberg & Lee 2017"),
+               reference="Lundberg & Lee 2017", batch="per_case"),
     MethodInfo("feature_permutation", "FeaturePermutation", "perturbation",
                {k: v for k, v in _FEATURES.items() if k != "baselines"}, _permutation,
-               reference="Breiman 2001 / Fisher et al. 2019; permutes across the batch (N > 1)"),
+               reference="Breiman 2001 / Fisher et al. 2019; permutes across the batch (N > 1)", batch="per_case"),
     MethodInfo("lime", None, "perturbation", _signature_defaults(lime_map), run=_run_lime,
-               reference="Ribeiro et al. 2016; lime_image's algorithm and defaults (probes.attribution.lime)"),
+               reference="Ribeiro et al. 2016; lime_image's algorithm and defaults (probes.attribution.lime)",
+               batch="rows"),
     MethodInfo("gradcam", None, "layer", {"point": _DEFAULT_POINT, **_signature_defaults(layer_gradcam)},
                run=_run_gradcam, reference="Selvaraju et al. 2017 (probes.attribution.gradcam)"),
     MethodInfo("lrp", None, "relevance", _signature_defaults(lrp), run=_run_lrp,
                reference="Bach et al. 2015; zennit with conservation checks (probes.attribution.lrp)"),
 ]}
+
+
+def row_options(method: str, rows: int, n_cases: int) -> dict[str, int]:
+    """The options of ``method`` that keep every forward at most ``rows`` model inputs for a
+    call on ``n_cases`` cases: ``{"batch_size": rows}`` where the option counts rows,
+    ``{"batch_size": max(1, rows // n_cases)}`` where it counts perturbations per case (at least
+    one perturbation of every case: ``n_cases`` rows), ``{}`` where the method has no such option.
+    """
+    info = _resolve_method(method)
+    rows, n_cases = check_int(rows, "rows"), check_int(n_cases, "n_cases")
+    if info.batch == "rows":
+        return {"batch_size": rows}
+    if info.batch == "per_case":
+        return {"batch_size": max(1, rows // n_cases)}
+    return {}
 
 
 # ---------------------------------------------------------------- the entry point -----------

@@ -42,7 +42,7 @@ from probes.core.errors import (AuditInputError, ClassIndexError, InputTypeError
 from probes.core.model import Output, model_state
 from probes.core.result import Result, long_frame, tidy
 from probes.core.validate import (Target, as_case_ids, as_input, as_labels, as_maps, as_targets, check_alpha,
-                                  check_class_range, check_finite)
+                                  check_class_range, check_finite, check_int)
 from probes.metrics.faithfulness import Baseline, class_probability_fn, delta_aupc
 from probes.metrics.localization import msfi
 from probes.metrics.values import Column, WideTableResult, numeric, warn_reasons
@@ -494,7 +494,8 @@ def evaluate_methods(model: nn.Module, x: Tensor, target: Target | None = None, 
             values of a class probability are often all ≤ 0, which leaves MSFI undefined).
         thresholds: see :class:`Thresholds`.
         n_samples, steps, baseline, batch_size, seed, output: passed to
-            ``faithfulness.delta_aupc`` (deletion; ΔAUPC = mean AUPC(random) − AUPC(map)).
+            ``faithfulness.delta_aupc`` (deletion; ΔAUPC = mean AUPC(random) − AUPC(map));
+            ``batch_size`` also chunks the predictions.
         warmup: an untimed call on one case before timing (``time_per_map``).
 
     Per method: G3 from ``contrast_importance_correlation`` and ``delta_aupc`` (means with
@@ -522,7 +523,9 @@ def evaluate_methods(model: nn.Module, x: Tensor, target: Target | None = None, 
     out = _Collector(ids, th)
     with model_state(model, warn="evaluate_methods"):
         with torch.no_grad():
-            probs = class_probability_fn(model, output, dtype=torch.float64)(x).double()
+            prob, batch_size = class_probability_fn(model, output, dtype=torch.float64), check_int(batch_size,
+                                                                                                  "batch_size")
+            probs = torch.cat([prob(x[a:a + batch_size]).double() for a in range(0, n, batch_size)])
         check_class_range(torch.as_tensor(y), probs.shape[1], "labels")
         pred = probs.argmax(1)
         explained = pred if target is None else as_targets(target, n, device=pred.device)

@@ -191,12 +191,22 @@ def test_3d_monai_classifier(tmp_path):
                   "arch_kwargs": {"spatial_dims": 3}},
         "cohort": {"source": "synthetic", "synthetic": {"n_cases": 16, "dim": 3, "size": 24, "seed": 5}, "split": "train",
                    "max_cases": 4},
-        "instruments": {"attribution": {"methods": ["input_x_gradient"]}}, "out": str(tmp_path / "o"), "batch_size": 2})
+        "instruments": {"attribution": {"methods": ["input_x_gradient"]}, "shapley": {"absent": ["zero"]},
+                        "truthfulness": {"n_samples": 2, "steps": 5}},
+        "out": str(tmp_path / "o"), "batch_size": 2})
     ctx = build_context(cfg)
+    rows: list[int] = []
+    # memory stays that of the model at the run's batch: no forward of any instrument sees more
+    # inputs (deletion steps, coalitions, patched pairs and perturbed copies are chunked)
     snap = ModelSnapshot.take(ctx.model)
-    res = run_audit(cfg, ctx=ctx)
+    handle = ctx.model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        res = run_audit(cfg, ctx=ctx)
+    finally:
+        handle.remove()
     _check_run(res, cfg.out)
     assert snap.diff(ctx.model) == []
+    assert len(rows) > 100 and max(rows) == 2, (len(rows), max(rows))
     loc = _tables(cfg.out)["gradcam.localisation.parquet"]
     assert loc.point.nunique() == len(ctx.points) >= 4 and loc.case_id.nunique() == 4
     maps = np.load(cfg.out / "maps" / "lrp" / "maps.npz")["maps"]

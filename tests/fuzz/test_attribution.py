@@ -14,11 +14,14 @@ import pytest
 import torch
 
 from probes.attribution import (attribute, grid_feature_mask, layer_gradcam, lime_map, lrp, lrp_conservation,
-                                slic_feature_mask)
+                                row_options, slic_feature_mask)
 from probes.core.errors import ClassIndexError, NonFiniteError, ShapeError
 from probes.core.model import ModelSnapshot
 from tests.fuzz.harness import Bad, Row, params, run_case
+from tests.fuzz.test_core import INTS
 
+METHOD_NAMES = [Bad("unknown", lambda m: "gradcam++", "error"), Bad("not a str", lambda m: 3, "error"),
+                Bad("capitalised", lambda m: "Occlusion", "same")]
 GRID = 2  # LIME segments: a 2 × 2 grid, no SLIC (fast and deterministic)
 
 
@@ -92,6 +95,8 @@ ROWS: list[Row] = [
         args={"x": "x", "n_segments": N_SEGMENTS},
         expect={("x", "one channel too few"): "ok"},
         why={("x", "one channel too few"): "no model to check channels against: one mask per contrast of x"}),
+    Row("probes.attribution.row_options", build=lambda k: {"method": "occlusion", "rows": 16, "n_cases": 4},
+        call=lambda kw: torch.tensor([row_options(**kw)["batch_size"]]), args={"method": METHOD_NAMES, "rows": INTS, "n_cases": INTS}),
 ]
 
 EXEMPT: dict[str, str] = {}

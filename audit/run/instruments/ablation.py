@@ -32,7 +32,7 @@ class AblationParams(Params):
     voxels per contrast instead of jointly; ``fill``: what removed voxels become (zero,
     brain_mean, blur); ``extra_specs``: more spec strings (``probes.interventions.parse_spec``
     grammar, e.g. ``"no gtv+skull"``); ``alpha``: level of the DeLong intervals;
-    ``batch_size``: cases per forward.
+
     """
 
     rois: list[str] | None = None
@@ -42,7 +42,6 @@ class AblationParams(Params):
     fill: Literal["zero", "brain_mean", "blur"] = "zero"
     extra_specs: tuple[str, ...] = ()
     alpha: float = 0.05
-    batch_size: int = 32
 
 
 def specs(ctx: Context, p: AblationParams) -> list[str]:
@@ -71,7 +70,7 @@ def _plan(ctx: Context, p: AblationParams) -> list[Unit]:
 def _run(ctx: Context, p: AblationParams, unit: Unit) -> dict[str, pd.DataFrame]:
     res = ablation_study(ctx.model, ctx.x(), ctx.target, specs(ctx, p),
                          labels=(ctx.labels() == ctx.target).astype(int), masks=ctx.masks() if ctx.rois else {},
-                         case_ids=ctx.case_ids(), fill=p.fill, batch_size=p.batch_size, alpha=p.alpha)
+                         case_ids=ctx.case_ids(), fill=p.fill, batch_size=p.rows(ctx), alpha=p.alpha)
     return {k: frame(v) for k, v in res.tables().items()}
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from audit.run.context import Context
 from audit.run.instruments._maps import MapParams, faithfulness, localisation, shown
 from audit.run.plugin import Instrument, Unit, batches, register
-from probes.attribution import METHODS, attribute
+from probes.attribution import METHODS, attribute, row_options
 
 
 def _default_options() -> dict[str, dict[str, Any]]:
@@ -82,7 +82,7 @@ def _run(ctx: Context, p: AttributionParams, unit: Unit) -> dict[str, object]:
     model: nn.Module = ctx.model
     if ctx.task == "segmentation":
         model = RoiScore(ctx.model, ctx.masks(a, b, (p.roi,))[p.roi]).eval()
-    opts = dict(p.options.get(method, {}))
+    opts = {**row_options(method, p.rows(ctx), b - a), **p.options.get(method, {})}
     seed = ctx.unit_seed("attribution", unit.key)
     res = attribute(model, ctx.x(a, b), ctx.target, method, case_ids=ctx.case_ids(a, b),
                     contrasts=list(ctx.channels), seed=seed, **opts)

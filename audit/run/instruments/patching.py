@@ -45,7 +45,7 @@ class PatchingParams(Params):
     ``rois``: which ROIs (None: every ROI of the run); ``n_samples``: random-ROI draws;
     ``roi_threshold``: fraction of a feature-map cell the ROI must exceed to count as inside;
     ``roi_from``: which case's ROI restricts a graft (donor, recipient, union); ``n_boot``:
-    bootstrap resamples of the effects; ``batch_size``: rows per patched forward.
+    bootstrap resamples of the effects.
     """
 
     n_pairs: int | None = 16
@@ -57,7 +57,6 @@ class PatchingParams(Params):
     roi_threshold: float = 0.0
     roi_from: Literal["donor", "recipient", "union"] = "donor"
     n_boot: int = 2000
-    batch_size: int = 64
 
 
 def probabilities(ctx: Context) -> np.ndarray:
@@ -116,7 +115,7 @@ def _run(ctx: Context, p: PatchingParams, unit: Unit) -> dict[str, pd.DataFrame]
     masks = pair_masks(ctx, p, xs, bs)
     res = activation_patching(ctx.model, x[xs], ctx.target, x[bs], list(ctx.points), masks=masks,
                               roi_from=p.roi_from, controls=("full", "complement", "random") if masks else ("full",),
-                              n_samples=p.n_samples, roi_threshold=p.roi_threshold, batch_size=p.batch_size, seed=seed)
+                              n_samples=p.n_samples, roi_threshold=p.roi_threshold, batch_size=p.rows(ctx), seed=seed)
     ids = np.asarray(ctx.case_ids(), dtype=object)
     pid = {"case_id": dict(zip(pairs["pair"], ids[xs])), "base_case_id": dict(zip(pairs["pair"], ids[bs]))}
     patch = res.to_frame()

@@ -38,8 +38,7 @@ class ShapleyParams(Params):
     ``n_samples``: marginal draws; ``truth_roi``: the mask a segmenter's Dice is scored
     against; ``clinical_ranking``: the clinical importance of the contrasts, most important
     first, tied contrasts joined by ``=`` (BraTS: ``["T1c", "FLAIR", "T1=T2"]``); every
-    contrast of the cohort named once (case-insensitive); None: no footrule table;
-    ``batch_size``: coalition inputs per forward.
+    contrast of the cohort named once (case-insensitive); None: no footrule table.
     """
 
     metrics: list[Literal["auc", "accuracy", "dice"]] | None = None
@@ -47,7 +46,6 @@ class ShapleyParams(Params):
     n_samples: int = 4
     truth_roi: str = "gtv"
     clinical_ranking: list[str] | None = None
-    batch_size: int = 64
 
 
 def reference_ranking(ranking: list[str], channels: tuple[str, ...]) -> np.ndarray:
@@ -95,7 +93,7 @@ def call(ctx: Context, p: ShapleyParams, metric: str, absent: str, seed: int):
     return contrast_shapley(ctx.model, ctx.x(), target, metric, absent=absent, labels=labels,
                             masks=ctx.masks() if ctx.rois else None, truth_roi=p.truth_roi,
                             contrasts=ctx.channels, case_ids=ctx.case_ids(), n_samples=p.n_samples, seed=seed,
-                            batch_size=p.batch_size)
+                            batch_size=p.rows(ctx))
 
 
 def _plan(ctx: Context, p: ShapleyParams) -> list[Unit]:

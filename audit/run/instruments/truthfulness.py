@@ -22,11 +22,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field, field_validator
 
 from audit.run.context import Context
 from audit.run.plugin import Instrument, Params, Unit, frame, register
-from probes.attribution import attribute
+from probes.attribution import attribute, row_options
 from probes.metrics.truthfulness import Thresholds, evaluate_methods
 
 
@@ -41,7 +42,7 @@ class TruthfulnessParams(Params):
     ``shapley_absent``: which Shapley values of the ``shapley`` instrument G3 uses (that unit
     must be enabled there); ``n_samples``, ``steps``: random deletion orders and deletion steps
     of ΔAUPC; thresholds: ``tau_min``, ``delta_aupc_min``, ``alpha``, ``max_seconds_per_map``
-    (``probes.metrics.Thresholds``); ``batch_size``: cases per forward of ΔAUPC.
+    (``probes.metrics.Thresholds``).
     """
 
     n_cases: int | None = Field(16, ge=2)
@@ -55,7 +56,6 @@ class TruthfulnessParams(Params):
     delta_aupc_min: float = 0.0
     alpha: float = 0.05
     max_seconds_per_map: float = 10.0
-    batch_size: int = 32
 
     @field_validator("methods")
     @classmethod
@@ -99,13 +99,21 @@ def shapley_vector(values: pd.DataFrame, channels: tuple[str, ...], metric: str,
     return phi
 
 
-def explain_fn(ctx: Context, method: str, seed: int):
-    """``explain_fn(x, target) -> maps`` of one attribution method (seeded)."""
+def explain_fn(ctx: Context, method: str, seed: int, rows: int):
+    """``explain_fn(x, target) -> maps`` of one attribution method (seeded), ``rows`` cases per
+    call and its perturbations chunked to ``rows`` model inputs (``row_options``)."""
     # LRP's conservation is the lrp instrument's finding (its conservation table), not a failure here
-    opts = {"check": False} if method == "lrp" else {}
+    base = {"check": False} if method == "lrp" else {}
 
     def fn(x, target):
-        return attribute(ctx.model, x, target, method, seed=seed, **opts).maps
+        t = torch.as_tensor(target).reshape(-1).expand(x.shape[0]) if target is not None else None
+        parts = []
+        for a in range(0, x.shape[0], rows):
+            xa = x[a:a + rows]
+            opts = {**row_options(method, rows, xa.shape[0]), **base}
+            parts.append(attribute(ctx.model, xa, None if t is None else t[a:a + rows], method, seed=seed,
+                                   **opts).maps)
+        return torch.cat(parts)
     return fn
 
 
@@ -129,9 +137,9 @@ def _run(ctx: Context, p: TruthfulnessParams, unit: Unit) -> dict[str, pd.DataFr
                     max_seconds_per_map=p.max_seconds_per_map)
     n = ctx.n if p.n_cases is None else min(p.n_cases, ctx.n)
     rep = evaluate_methods(ctx.model, ctx.x(0, n), None, labels=ctx.labels(0, n),
-                           methods={method: explain_fn(ctx, method, seed)}, mask=ctx.masks(0, n)[feature_roi(ctx, p)],
+                           methods={method: explain_fn(ctx, method, seed, p.rows(ctx))}, mask=ctx.masks(0, n)[feature_roi(ctx, p)],
                            shapley=phi, thresholds=th, case_ids=ctx.case_ids(0, n), n_samples=p.n_samples,
-                           steps=p.steps, batch_size=p.batch_size, seed=seed)
+                           steps=p.steps, batch_size=p.rows(ctx), seed=seed)
     tabs = rep.tables()
     # the model's own predictions (method "") are the predictions instrument's business
     tabs["per_case"] = tabs["per_case"][tabs["per_case"]["method"] == method].reset_index(drop=True)

@@ -12,14 +12,16 @@ from probes.hooks.registry import HookRegistry
 
 
 class VerifyParams(Params):
-    """``n_cases``: how many audited cases the check runs on; ``atol``: tolerance of the identity patch."""
+    """``n_cases``: how many audited cases the check runs on (at most the run's ``batch_size``: one
+    forward); ``atol``: tolerance of the identity patch."""
 
     n_cases: int = 4
     atol: float = 1e-5
 
 
 def _plan(ctx: Context, p: VerifyParams) -> list[Unit]:
-    return [Unit(f"cases[0:{min(p.n_cases, ctx.n)}]", {"start": 0, "stop": min(p.n_cases, ctx.n)})]
+    n = min(p.n_cases, ctx.n, p.rows(ctx))
+    return [Unit(f"cases[0:{n}]", {"start": 0, "stop": n})]
 
 
 def _run(ctx: Context, p: VerifyParams, unit: Unit) -> dict[str, pd.DataFrame]:
