@@ -592,8 +592,8 @@ def peer_truthfulness(ctx, p):
         pred = torch.cat([ctx.model(x[a:a + 32]).argmax(1) for a in range(0, ctx.n, 32)]).numpy()
     for m in p.methods:
         maps = []
-        for a in range(0, ctx.n, p.batch_size):
-            xb = x[a:a + p.batch_size]
+        for a in range(0, ctx.n, p.rows(ctx)):
+            xb = x[a:a + p.rows(ctx)]
             tgt = int(pred[a])  # per-case predicted class: batches of one class at a time below
             if m == "gradcam":
                 last = ctx.points[-1]

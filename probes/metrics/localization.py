@@ -246,7 +246,7 @@ def _intensity(a: np.ndarray, img: np.ndarray, keep: np.ndarray | None,
     """
     n, c = img.shape[:2]
     keep = np.ones((n, a[0, 0].size), dtype=bool) if keep is None else keep.reshape(n, -1)
-    a = np.broadcast_to(a, img.shape).reshape(n, c, -1)
+    a = a.reshape(n, a.shape[1], -1)  # one map channel is ranked once, then paired with every contrast
     img = img.reshape(n, c, -1)
     k = keep[:, None, :]
     has = keep.any(axis=1)
@@ -261,6 +261,7 @@ def _intensity(a: np.ndarray, img: np.ndarray, keep: np.ndarray | None,
     if correlation == "spearman":
         # average ranks for ties, as scipy.stats.spearmanr
         a, img = rankdata(np.where(k, a, np.inf), axis=-1), rankdata(np.where(k, img, np.inf), axis=-1)
+    a = np.broadcast_to(a, img.shape)
     cnt = np.maximum(keep.sum(1), 1)[:, None, None]
     ac = np.where(k, a - (np.where(k, a, 0.0).sum(-1, keepdims=True) / cnt), 0.0)
     xc = np.where(k, img - (np.where(k, img, 0.0).sum(-1, keepdims=True) / cnt), 0.0)
