@@ -146,8 +146,36 @@ def run_cmd(
         cfg = parse_config(data, str(config))
     summary = run_audit(cfg, only=only or None, fresh=fresh, console=errors)
     _print_run(summary)
+    _print_findings(summary.out)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_findings(out: Path) -> None:
+    """Evaluate the findings of the run in ``out``, write ``out/findings.json`` and list them."""
+    from audit.report import evaluate_findings
+
+    found = evaluate_findings(out)
+    path = found.to_json(Path(out) / "findings.json")
+    colour = {"critical": "red", "major": "yellow", "minor": "cyan", "info": "white"}
+    console.print(f"{len(found.flagged)} finding(s), {len(found.not_flagged)} tested and not flagged "
+                  f"({found.n_tests} tests, Holm-adjusted): {path}")
+    for f in found.flagged:
+        console.print(f"  [{colour[f.severity]}]{f.severity:>8}[/] {f.sentence}", highlight=False)
+
+
+@app.command()
+@command
+def report(
+    out: Path = typer.Argument(..., help="the out folder of a finished `audit run`"),
+) -> None:
+    """Findings of a finished audit run, from its stored tables only (the model is not loaded):
+    writes OUT/findings.json (every finding, flagged or not, with its statistics) and lists them.
+
+    Example: audit run audit.yaml, then audit report audit-out (again after changing nothing: the
+    same findings, the same ids).
+    """
+    _print_findings(out)
 
 
 def _print_run(summary) -> None:

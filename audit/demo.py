@@ -164,8 +164,12 @@ def demo_audit(out: Path, scfg: Any, card: dict, splits: dict, cfg: DemoConfig, 
     from audit.run import run_audit
     from audit.run.context import build_context
 
+    from audit.report import evaluate_findings
+
     rc = demo_config(out, scfg, card, cfg)
-    return run_audit(rc, ctx=build_context(rc, splits), console=console)
+    summary = run_audit(rc, ctx=build_context(rc, splits), console=console)
+    evaluate_findings(summary.out).to_json(summary.out / "findings.json")
+    return summary
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
