@@ -22,9 +22,23 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
 
-def _per_case_maps(t: RunTables, metric: str, roi: str) -> dict[str, pd.Series]:
-    """``{method (gradcam at its last layer): value per case}`` of a localisation metric at one
-    ROI, averaged over the map's contrasts."""
+def _cells(t: RunTables) -> dict[str, int]:
+    """Grad-CAM's cells along the shortest axis of each layer's map (``gradcam.resolution``)."""
+    res = t["gradcam.resolution"]
+    return {} if res.empty else res.groupby("point", sort=False)["value"].min().astype(int).to_dict()
+
+
+def _gradcam_point(t: RunTables, p: FindingParams, points: list[str]) -> str:
+    """The deepest Grad-CAM layer fine enough to localise (more than ``coarse_voxels`` cells per
+    axis); the deepest layer when the run has no resolution table or none is fine enough."""
+    cells = _cells(t)
+    fine = [q for q in points if cells.get(q, p.coarse_voxels + 1) > p.coarse_voxels]
+    return (fine or points)[-1]
+
+
+def _per_case_maps(t: RunTables, metric: str, roi: str, p: FindingParams | None = None) -> dict[str, pd.Series]:
+    """``{method: value per case}`` of a localisation metric at one ROI, averaged over the map's
+    contrasts; Grad-CAM at its deepest layer that can localise (``_gradcam_point``)."""
     out: dict[str, pd.Series] = {}
     for name in MAP_TABLES:
         df = t[name]
@@ -32,7 +46,7 @@ def _per_case_maps(t: RunTables, metric: str, roi: str) -> dict[str, pd.Series]:
             continue
         df = df[(df["metric"] == metric) & (df["roi"] == roi)]
         if name.startswith("gradcam") and len(df):
-            df = df[df["point"] == df["point"].unique()[-1]]
+            df = df[df["point"] == _gradcam_point(t, p or FindingParams(), list(df["point"].unique()))]
         for method, g in df.groupby("method", sort=True):
             out[str(method)] = g.groupby("case_id")["value"].mean()
     return out
@@ -76,8 +90,8 @@ def _collect_shortcut(t: RunTables, p: FindingParams) -> list[Finding]:
         if line is not None:
             f.evidence.append(line)
         if ref is not None:
-            region, target_maps = _per_case_maps(t, "relevance_mass_per_area", roi), \
-                _per_case_maps(t, "relevance_mass_per_area", ref)
+            region, target_maps = _per_case_maps(t, "relevance_mass_per_area", roi, p), \
+                _per_case_maps(t, "relevance_mass_per_area", ref, p)
             for method in sorted(set(region) & set(target_maps)):
                 pair = pd.concat([region[method], target_maps[method]], axis=1, join="inner").dropna()
                 pair = pair[pair.index.isin(cases)].to_numpy()
@@ -142,7 +156,7 @@ def _collect_intensity(t: RunTables, p: FindingParams) -> list[Finding]:
         if line is not None:
             line.statistic = "delta_auc_anatomy"
             f.evidence.append(line)
-    for method, rho in _per_case_maps(t, "intensity_spearman", "all").items():
+    for method, rho in _per_case_maps(t, "intensity_spearman", "all", p).items():
         v = rho.dropna().to_numpy()
         if len(v) < 2:
             continue
@@ -401,3 +415,42 @@ def _judge_methods(f: Finding, t: RunTables, p: FindingParams) -> None:
 register(Rule("method_fitness", _collect_methods, _judge_methods,
               doc="per method, Jin et al.'s G3/G4 pass or fail; methods compared with a Friedman test and a "
                   "Nemenyi post-hoc on per-case ΔAUPC"))
+
+
+# ------------------------------------------------------------------------ map resolution caveat
+def _collect_resolution(t: RunTables, p: FindingParams) -> list[Finding]:
+    cells, loc = _cells(t), t["gradcam.localisation"]
+    if not cells or loc.empty:
+        return []
+    # a ROI's area share = relevance mass / relevance mass per area (both per case)
+    m = loc[loc["metric"].isin(["relevance_mass", "relevance_mass_per_area"])]
+    m = m[m["point"] == m["point"].iloc[0]].pivot_table(index=["case_id", "roi"], columns="metric", values="value")
+    area = (m["relevance_mass"] / m["relevance_mass_per_area"]).groupby("roi").median()
+    ndim = int(t["gradcam.resolution"].groupby("point")["axis"].nunique().max())
+    f = Finding("map_resolution", {"method": "gradcam"})
+    for point, c in cells.items():
+        cell_share = float(c) ** -ndim
+        f.evidence.append(Evidence(f"{point}: {c} cells per axis (one cell = {cell_share:.1%} of the image)",
+                                   "cells", float(c), tables=("gradcam.resolution",), figure="localisation_curves"))
+    for roi, share in area.dropna().items():
+        f.evidence.append(Evidence(f"median area of the {roi} ({share:.2%} of the image)", "roi_area_share",
+                                   float(share), tables=("gradcam.localisation",)))
+    return [f]
+
+
+def _judge_resolution(f: Finding, t: RunTables, p: FindingParams) -> None:
+    layers = [e for e in f.evidence if e.statistic == "cells"]
+    coarse = [e.label.split(":")[0] for e in layers if e.effect <= p.coarse_voxels]
+    f.flagged, f.severity = bool(coarse), "info"
+    if coarse:
+        f.headline = f.evidence.index(next(e for e in layers if e.effect <= p.coarse_voxels))
+        cells = int(min(e.effect for e in layers))
+        f.sentence = (f"Map resolution caveat: Grad-CAM maps of {', '.join(coarse)} have at most "
+                      f"{p.coarse_voxels} cells per axis (down to {cells}); they cannot localise a region, so their "
+                      "localisation numbers are not evidence (the findings use the deepest finer layer).")
+    else:
+        f.sentence = "Every Grad-CAM layer has more than " f"{p.coarse_voxels} cells per axis."
+
+
+register(Rule("map_resolution", _collect_resolution, _judge_resolution,
+              doc="a layer whose map has at most coarse_voxels cells per axis is uninformative, not evidence"))

@@ -153,4 +153,5 @@ def layer_gradcam(model: nn.Module | HookRegistry, x: Tensor, target: Target,
             else _resize(cam, spatial)
         maps[p] = _minmax(cam.clamp_min(0))
     return LayerAttribution(point_maps=maps, method="gradcam", target=t.cpu(), case_ids=tuple(ids),
-                            options={"normalize": normalize})
+                            options={"normalize": normalize},
+                            feature_shapes={p: tuple(int(v) for v in cache[p].shape[2:]) for p in points})

@@ -145,7 +145,8 @@ class LayerAttribution(Result, Mapping[str, Tensor]):
     A mapping ``point → maps`` ((N, 1, *spatial) tensors, in the requested order): iterate,
     index (``result[point]``), ``len``. ``attribution(point)`` gives the :class:`Attribution` of
     one point; ``maps`` is the only point's maps (a ``ValueError`` with several points).
-    ``to_frame()`` stacks every point's rows (see :class:`Attribution`).
+    ``to_frame()`` stacks every point's rows (see :class:`Attribution`). ``feature_shapes``: the
+    spatial shape of each point's activation, the resolution its map really has before resizing.
     """
 
     point_maps: Mapping[str, Tensor]
@@ -153,6 +154,7 @@ class LayerAttribution(Result, Mapping[str, Tensor]):
     target: Tensor
     case_ids: tuple[str, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
+    feature_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     title: ClassVar[str] = "Layer attribution maps"
 
     def __getitem__(self, point: str) -> Tensor:

@@ -65,6 +65,12 @@ def test_small_demo_learns_the_marker_and_reuses_its_checkpoint(tmp_path, monkey
     p1 = audit_pred.query("set == 'audit' and metric == 'p_irregular'").set_index("case_id").value
     assert p1.to_dict() == pytest.approx(pred.set_index("case_id").p1.loc[p1.index].to_dict(), abs=1e-6)
     assert set(audit_pred.set) == {"audit", "t1c_only", "no_marker"}
+    # ... and writes its findings, every rule run (12 cases: the numbers, not their verdicts, are checked)
+    from audit.report.findings import RULES
+
+    found = json.loads((tmp_path / "out" / "audit" / "findings.json").read_text())
+    assert found["rules_run"] == list(RULES) and found["n_tests"] > 0
+    assert {f["rule"] for f in found["findings"]} >= {"shortcut_region", "intensity_heuristic", "decision_forms"}
     # a second run with the same config reuses the cached checkpoint
     from dataclasses import replace
 

@@ -61,7 +61,7 @@ def _planted(rng: np.random.Generator, n: int = 40) -> tuple[dict[str, pd.DataFr
         loc.append({"case_id": c, "method": "gradcam", "point": "layer4.1.resid", "contrast": "all", "roi": "all",
                     "reason": "", "metric": "intensity_spearman", "value": float(r)})
     abl = _ablation({"none": (0.0, 1.0), "no marker": (-0.4, 1e-6), "no skull": (-0.01, 0.8), "no gtv": (-0.02, 0.7),
-                     "no brain": (-0.3, 1e-4), "no top1%": (-0.35, 1e-5)})
+                     "no brain": (-0.1, 0.05), "no top1%": (-0.35, 1e-5)})
     return {"predictions.cases": pred, "gradcam.localisation": pd.DataFrame(loc), "ablation.per_condition": abl}, \
         pd.DataFrame(per_roi, index=ids).assign(label=labels)
 
@@ -193,3 +193,41 @@ def test_lesion_model_without_marker_raises_neither_finding(lesion_model, tmp_pa
     # both were tested: they are listed as tested and not flagged, with their numbers
     clean = {f.rule for f in found.not_flagged}
     assert {"shortcut_region", "intensity_heuristic"} <= clean
+
+
+def test_coarse_layers_are_a_caveat_not_evidence(tmp_path):
+    tables, _ = _planted(np.random.default_rng(5))
+    loc = tables["gradcam.localisation"]
+    # a second, deeper layer of 2 × 2 cells whose (upsampled) map puts nothing on the marker
+    deep = loc.assign(point="layer4.1.resid", value=np.where(loc.roi == "marker", 0.0, loc.value))
+    mass = loc[loc.metric == "relevance_mass_per_area"].assign(metric="relevance_mass")
+    mass["value"] = mass["value"] * mass.roi.map({"gtv": 0.02, "marker": 0.005, "skull": 0.2, "brain": 0.5})
+    tables["gradcam.localisation"] = pd.concat([loc.assign(point="layer2.1.resid"), deep, mass.assign(
+        point="layer2.1.resid")], ignore_index=True)
+    tables["gradcam.resolution"] = pd.DataFrame([{"point": p, "axis": str(a), "metric": "cells", "value": v}
+                                                 for p, v in (("layer2.1.resid", 8.0), ("layer4.1.resid", 2.0))
+                                                 for a in range(2)])
+    _write(tmp_path, tables)
+    found = evaluate_findings(tmp_path)
+    res = next(f for f in found.findings if f.rule == "map_resolution")
+    assert res.flagged and "layer4.1.resid" in res.sentence and "layer2.1.resid" not in res.sentence
+    share = {e.label.split("area of the ")[1].split(" (")[0]: e.effect for e in res.evidence
+             if e.statistic == "roi_area_share"}
+    assert share == pytest.approx({"gtv": 0.02, "marker": 0.005, "skull": 0.2, "brain": 0.5})
+    # the shortcut's Grad-CAM evidence comes from the finer layer (the coarse one would hide it)
+    marker = next(f for f in found.findings if f.subject.get("roi") == "marker")
+    assert marker.flagged
+
+
+def test_the_schema_doc_names_every_field_and_rule():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from audit.report.findings import Evidence, Findings
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "findings.md").read_text()
+    keys = set(Findings([], 0.05, 0, []).to_dict()) | set(Finding("r", {}).to_dict()) | {f.name for f in fields(Evidence)}
+    missing = [k for k in keys if f'"{k}"' not in doc]
+    assert not missing, missing
+    for rule in [*RULES, "method_comparison"]:
+        assert f"`{rule}`" in doc, rule

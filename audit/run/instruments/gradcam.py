@@ -1,6 +1,7 @@
 """All-layer Grad-CAM: one forward+backward gives a map at every block's residual output
 (``probes.attribution.layer_gradcam``); localisation per case × layer × ROI, faithfulness of
-the deepest layer's map."""
+the deepest layer's map, and each layer's ``resolution`` (the activation's cells per axis:
+a 2×2 map cannot localise a small region, whatever its upsampled numbers say)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from audit.run.context import Context
 from audit.run.instruments._maps import MapParams, faithfulness, localisation, shown
-from audit.run.plugin import Instrument, Unit, batches, register
+from audit.run.plugin import Instrument, Unit, batches, frame, register
 from probes.attribution import layer_gradcam
 
 
@@ -28,6 +29,9 @@ def _run(ctx: Context, p: GradcamParams, unit: Unit) -> dict[str, object]:
     cams = layer_gradcam(ctx.model, ctx.x(a, b), ctx.target, points=points, case_ids=ctx.case_ids(a, b))
     out: dict[str, object] = {"localisation": pd.concat(
         [localisation(ctx, unit, cams[pt], "gradcam", pt) for pt in points], ignore_index=True)}
+    if unit.spec["start"] == 0:  # the same for every case: written once
+        out["resolution"] = frame([{"point": pt, "axis": str(i), "metric": "cells", "value": float(v)}
+                                   for pt in points for i, v in enumerate(cams.feature_shapes[pt])])
     last = points[-1]
     if p.faithfulness:
         def explain(x, target=None):
@@ -42,6 +46,6 @@ def _run(ctx: Context, p: GradcamParams, unit: Unit) -> dict[str, object]:
     return out
 
 
-register(Instrument("gradcam", GradcamParams, _plan, _run, tables=("localisation", "faithfulness"),
+register(Instrument("gradcam", GradcamParams, _plan, _run, tables=("localisation", "faithfulness", "resolution"),
                     needs=frozenset({"classifier", "hooks"}),
                     doc="Grad-CAM at every block, localisation per layer, faithfulness of the last"))
