@@ -97,7 +97,7 @@ def test_one_name_per_concept(qualname):
             assert params.index("target") == 2, f"{qualname}: target must be the third argument: {params}"
     if "method" in params:
         default = inspect.signature(fn).parameters["method"].default
-        assert default in ("", inspect.Parameter.empty) and (default == "" or short in ("attribute", "warn_unhooked")), \
+        assert default in ("", inspect.Parameter.empty) and (default == "" or short in ("attribute", "warn_unhooked", "row_options")), \
             f"{qualname}: 'method' names an attribution method only (default {default!r})"
 
 

@@ -316,18 +316,18 @@ def _random_areas(pert: _Perturbation, shape: Sequence[int], n_samples: int, see
                      for _ in range(n_samples)], 1)
 
 
-def random_aupc(model: nn.Module, x: Tensor, target: Target, *, channels: int = 1, n_samples: int = 10,
+def random_aupc(model: nn.Module, x: Tensor, target: Target, *, map_channels: int = 1, n_samples: int = 10,
                 seed: int = 0, steps: int = 20, mode: Mode = "deletion", baseline: Baseline = 0.0,
                 batch_size: int = 32, output: Output = None, blur_sigma: float = 5.0) -> Tensor:
     """AUPCs of ``n_samples`` random orderings per case, float64 ``(N, n_samples)``: the random
-    reference of :func:`delta_aupc` for maps with ``channels`` channels (1, or one per
+    reference of :func:`delta_aupc` for maps with ``map_channels`` channels (1, or one per
     contrast), exactly the orderings it draws with the same arguments. It does not depend on
     the map, so one computation serves every method's ``delta_aupc(..., random_areas=...)``.
     """
     x = as_input(x, "x", model=_check_model(model))
-    c = check_int(channels, "channels")
+    c = check_int(map_channels, "map_channels")
     if c not in (1, x.shape[1]):
-        raise OptionError("channels", repr(channels), f"1 or the contrasts of x ({x.shape[1]})")
+        raise OptionError("map_channels", repr(map_channels), f"1 or the contrasts of x ({x.shape[1]})")
     shape = (x.shape[0], c, *x.shape[2:])
     _, pert = _prepare(x, target, torch.zeros(shape, dtype=torch.float64), steps=steps, mode=mode,
                        baseline=baseline, batch_size=batch_size, output=output, blur_sigma=blur_sigma, model=model)

@@ -177,7 +177,7 @@ def _audit(trained, tmp_path, cases: int):
 
 
 def test_marker_model_findings_name_the_marker_and_the_intensity_heuristic(marker_model, tmp_path):
-    found = _audit(marker_model, tmp_path, 40)
+    found = _audit(marker_model, tmp_path, 32)
     short = [f for f in found.flagged if f.rule == "shortcut_region"]
     assert {f.subject["roi"] for f in short} & {"marker", "skull"}, found.summary()
     assert all(f.subject["class"] == "irregular" for f in short)
@@ -187,7 +187,7 @@ def test_marker_model_findings_name_the_marker_and_the_intensity_heuristic(marke
 
 
 def test_lesion_model_without_marker_raises_neither_finding(lesion_model, tmp_path):
-    found = _audit(lesion_model, tmp_path, 40)
+    found = _audit(lesion_model, tmp_path, 32)
     flagged = {f.rule for f in found.flagged}
     assert "shortcut_region" not in flagged and "intensity_heuristic" not in flagged, found.summary()
     # both were tested: they are listed as tested and not flagged, with their numbers

@@ -103,13 +103,13 @@ def test_random_aupc_closed_form_and_shared_by_delta_aupc():
     assert own.table.equals(shared.table)
     # per-contrast maps draw (N, C, *spatial) orderings: another random reference
     x2 = torch.ones(2, 2, 16, 16)
-    ra2 = random_aupc(model, x2, 0, channels=2, n_samples=4, steps=8, output="probabilities", seed=3)
+    ra2 = random_aupc(model, x2, 0, map_channels=2, n_samples=4, steps=8, output="probabilities", seed=3)
     own2 = delta_aupc(model, x2, 0, torch.rand(2, 2, 16, 16), n_samples=4, steps=8, output="probabilities", seed=3)
     np.testing.assert_allclose(own2.aupc_random_mean, ra2.mean(1).numpy())
     with pytest.raises(ShapeError, match="random_areas"):
         delta_aupc(model, x, 0, maps, n_samples=4, steps=8, output="probabilities", random_areas=ra)
-    with pytest.raises(OptionError, match="channels"):
-        random_aupc(model, x2, 0, channels=3, output="probabilities")
+    with pytest.raises(OptionError, match="map_channels"):
+        random_aupc(model, x2, 0, map_channels=3, output="probabilities")
 
 
 def test_max_sensitivity_equals_captum():

@@ -77,7 +77,7 @@ def faithfulness(ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor, met
     orders = ctx.unit_seed("random_orders", a, b)
     key = ("random_aupc", a, b, maps.shape[1], p.aupc_samples, p.aupc_steps, orders)
     if key not in ctx.memo:
-        ctx.memo[key] = random_aupc(ctx.model, x, target, channels=maps.shape[1], n_samples=p.aupc_samples,
+        ctx.memo[key] = random_aupc(ctx.model, x, target, map_channels=maps.shape[1], n_samples=p.aupc_samples,
                                     steps=p.aupc_steps, seed=orders, batch_size=p.rows(ctx))
     d = delta_aupc(ctx.model, x, target, maps.detach(), n_samples=p.aupc_samples, steps=p.aupc_steps,
                    seed=orders, method=method, case_ids=ids, batch_size=p.rows(ctx),
