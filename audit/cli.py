@@ -6,7 +6,8 @@
   and the default audit of the demo model.
 * audit verify MODEL — the hook registry's self-check on a checkpoint (with --arch) or
   on a model folder with a model_card.json (audit verify reports/demo).
-* audit readers READS.csv — every reader-study statistic on one table of reads.
+* audit report OUT — findings.json and the self-contained report.html of a finished run.
+* audit readers READS.csv — every reader-study statistic on one table of reads, and its report.
 """
 
 from __future__ import annotations
@@ -151,31 +152,37 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _print_findings(out: Path) -> None:
-    """Evaluate the findings of the run in ``out``, write ``out/findings.json`` and list them."""
+def _print_findings(out: Path, readers: Path | None = None) -> None:
+    """Evaluate the findings of the run in ``out``, write ``out/findings.json`` and ``out/report.html``,
+    and list the findings."""
     from audit.report import evaluate_findings
+    from audit.report.html import render_report
 
     found = evaluate_findings(out)
-    path = found.to_json(Path(out) / "findings.json")
+    page = render_report(out, findings=found, readers=readers)
     colour = {"critical": "red", "major": "yellow", "minor": "cyan", "info": "white"}
     console.print(f"{len(found.flagged)} finding(s), {len(found.not_flagged)} tested and not flagged "
-                  f"({found.n_tests} tests, Holm-adjusted): {path}")
+                  f"({found.n_tests} tests, Holm-adjusted): {Path(out) / 'findings.json'}")
     for f in found.flagged:
         console.print(f"  [{colour[f.severity]}]{f.severity:>8}[/] {f.sentence}", highlight=False)
+    console.print(f"report: {page}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 @command
 def report(
     out: Path = typer.Argument(..., help="the out folder of a finished `audit run`"),
+    readers: Path | None = typer.Option(None, help="a reader-study folder written by `audit readers`: adds "
+                                        "its section to the report"),
 ) -> None:
-    """Findings of a finished audit run, from its stored tables only (the model is not loaded):
-    writes OUT/findings.json (every finding, flagged or not, with its statistics) and lists them.
+    """Findings and the HTML report of a finished audit run, from its stored tables only (the model
+    is not loaded): writes OUT/findings.json (every finding, flagged or not, with its statistics)
+    and OUT/report.html (one self-contained file), and lists the findings.
 
     Example: audit run audit.yaml, then audit report audit-out (again after changing nothing: the
-    same findings, the same ids).
+    same findings, the same ids, the same page).
     """
-    _print_findings(out)
+    _print_findings(out, readers)
 
 
 def _print_run(summary) -> None:
@@ -294,7 +301,7 @@ def readers(
     seed: int = typer.Option(0),
 ) -> None:
     """Reader-study statistics: GEE odds ratios, patient bootstrap, OR/DBM MRMC, ROC, calibration,
-    decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done.
+    decision curves, outcome changes. Every table is written to OUT as CSV as soon as it is done; OUT/report.html shows them.
 
     Example: audit readers reads.csv --out reports/readers or audit readers --example.
     """
@@ -336,7 +343,10 @@ def readers(
     console.print(table)
     if "gee" in res.summaries:
         console.print(res.summaries["gee"], highlight=False)
-    console.print(f"summary: {out / 'summary.txt'}")
+    from audit.report.readers_section import render_reader_report
+
+    console.print(f"summary: {out / 'summary.txt'}   report: {render_reader_report(out)}", highlight=False,
+                  soft_wrap=True)
     if res.failed:
         raise typer.Exit(1)
 

@@ -138,6 +138,7 @@ def run_demo(out: str | Path = "reports/demo", cfg: DemoConfig = DemoConfig(),
         run = demo_audit(out, scfg, result.card, splits, cfg, console)
         timings.append({"step": "default audit (audit run)", "seconds": round(time.perf_counter() - t, 2)})
         files["audit_manifest"] = run.out / "manifest.json"
+        files["report"] = run.out / "report.html"
         if not run.ok:
             raise RuntimeError(f"the default audit failed: {run.failed[0]['instrument']}: {run.failed[0]['error']}")
     timings.append({"step": "total", "seconds": round(time.perf_counter() - t_start, 2)})
@@ -166,9 +167,12 @@ def demo_audit(out: Path, scfg: Any, card: dict, splits: dict, cfg: DemoConfig, 
 
     from audit.report import evaluate_findings
 
+    from audit.report.html import render_report
+
     rc = demo_config(out, scfg, card, cfg)
     summary = run_audit(rc, ctx=build_context(rc, splits), console=console)
-    evaluate_findings(summary.out).to_json(summary.out / "findings.json")
+    readers = out / "readers"
+    render_report(summary.out, findings=evaluate_findings(summary.out), readers=readers if readers.is_dir() else None)
     return summary
 
 
@@ -191,3 +195,6 @@ def _summary(console: Console, result, metrics: pd.DataFrame, verify: pd.DataFra
     console.print(f"hook self-check: {'all passed' if ok else 'FAILED'} "
                   f"({len(verify)} checks, max |err| {verify.max_abs_err.max():.1e})")
     console.print(f"total {timings[-1]['seconds']:.0f} s — tables in {out}/")
+    report = out / "audit" / "report.html"
+    if report.is_file():
+        console.print(f"audit report: {report.resolve()}", highlight=False, soft_wrap=True)

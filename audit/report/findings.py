@@ -28,7 +28,7 @@ import pandas as pd
 
 from audit.report.tables import RunTables
 
-__all__ = ["SEVERITIES", "Evidence", "Finding", "Findings", "FindingParams", "Rule", "RULES", "evaluate_findings"]
+__all__ = ["RULES", "SEVERITIES", "Evidence", "Finding", "FindingParams", "Findings", "Rule", "evaluate_findings"]
 
 SEVERITIES = ("critical", "major", "minor", "info")
 SCHEMA_VERSION = 1
@@ -113,6 +113,8 @@ class FindingParams:
     clinical target (a shortcut is a region outside it); ``ignore_rois``: regions that contain
     the target, where an effect is expected (the brain); ``min_auc_drop``: the smallest AUC drop
     of an ablation that counts; ``critical_auc_drop``: a drop that makes a shortcut critical;
+    ``min_prob_shift``: the smallest fall of p(target) in the explained class's cases, when a region
+    is removed, that counts as reliance on it even where the AUC holds;
     ``min_enrichment``: relevance-per-area ratio (region / target) that counts; ``high_rho``:
     an attribution–intensity correlation called high; ``anatomy_margin``: how much more AUC the
     brightest voxels must cost than removing the target's anatomy (its regions, the brain) for an
@@ -125,6 +127,7 @@ class FindingParams:
     ignore_rois: tuple[str, ...] = ("brain",)
     min_auc_drop: float = 0.05
     critical_auc_drop: float = 0.2
+    min_prob_shift: float = 0.1
     min_enrichment: float = 1.5
     high_rho: float = 0.3
     anatomy_margin: float = 0.1

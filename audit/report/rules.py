@@ -1,6 +1,7 @@
 """The finding rules (registered in ``audit.report.findings.RULES``): shortcut region, intensity
-heuristic, where the decision forms, proof-of-presence, contrast reliance and explanation
-method fitness. Each reads only the run's tables; see each rule's ``doc``."""
+heuristic, where the decision forms, proof-of-presence, contrast reliance, explanation
+method fitness, map resolution and (``audit.report.rules_strategy``) class-dependent strategy.
+Each reads only the run's tables; see each rule's ``doc``."""
 
 from __future__ import annotations
 
@@ -22,18 +23,30 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
 
+def p_eq(p: float | None) -> str:
+    """``= 0.012`` or ``< 1e-4``, for "p_adj …" in a sentence."""
+    s = _fmt_p(p)
+    return s if s.startswith("<") else f"= {s}"
+
+
 def _cells(t: RunTables) -> dict[str, int]:
     """Grad-CAM's cells along the shortest axis of each layer's map (``gradcam.resolution``)."""
     res = t["gradcam.resolution"]
     return {} if res.empty else res.groupby("point", sort=False)["value"].min().astype(int).to_dict()
 
 
-def _gradcam_point(t: RunTables, p: FindingParams, points: list[str]) -> str:
-    """The deepest Grad-CAM layer fine enough to localise (more than ``coarse_voxels`` cells per
-    axis); the deepest layer when the run has no resolution table or none is fine enough."""
+def fine_points(t: RunTables, p: FindingParams, points: list[str]) -> list[str]:
+    """The Grad-CAM layers of ``points`` fine enough to localise (more than ``coarse_voxels``
+    cells per axis; every layer when the run has no resolution table), in their order; the
+    deepest layer alone when none is fine enough."""
     cells = _cells(t)
     fine = [q for q in points if cells.get(q, p.coarse_voxels + 1) > p.coarse_voxels]
-    return (fine or points)[-1]
+    return fine or points[-1:]
+
+
+def _gradcam_point(t: RunTables, p: FindingParams, points: list[str]) -> str:
+    """The deepest Grad-CAM layer fine enough to localise (``fine_points``)."""
+    return fine_points(t, p, points)[-1]
 
 
 def _per_case_maps(t: RunTables, metric: str, roi: str, p: FindingParams | None = None) -> dict[str, pd.Series]:
@@ -79,6 +92,26 @@ def _reference(t: RunTables, p: FindingParams) -> str | None:
     return next((r for r in p.target_rois if r in rois), None)
 
 
+def _shift_line(t: RunTables, p: FindingParams, condition: str, what: str) -> Evidence | None:
+    """Mean change of p(target) in the explained class's cases when ``condition`` removes a region
+    (paired per case against the unablated cohort: bootstrap CI, Wilcoxon signed-rank), from
+    ``ablation.per_case``. The AUC can stay put while the model's confidence rests on the region."""
+    df = t["ablation.per_case"]
+    if df.empty:
+        return None
+    df = df[(df["metric"] == "prob") & (df["label"] == t.target)]
+    wide = df.pivot_table(index="case_id", columns="condition", values="value")
+    if condition not in wide or "none" not in wide:
+        return None
+    d = (wide[condition] - wide["none"]).dropna().to_numpy()
+    if len(d) < 2:
+        return None
+    lo, hi = bootstrap_ci(d, lambda v: float(np.mean(v)), n_boot=p.n_boot, seed=p.seed)
+    return Evidence(f"removing {what}: change of p({t.class_name(t.target)}) in its cases (ablation {condition!r})",
+                    "mean_prob_shift", float(d.mean()), lo, hi, "Wilcoxon signed-rank (paired, per case)",
+                    wilcoxon_p(d), len(d), ("ablation.per_case",), "ablation_histograms")
+
+
 def _collect_shortcut(t: RunTables, p: FindingParams) -> list[Finding]:
     ref, target = _reference(t, p), t.target
     labels = t.labels()
@@ -86,9 +119,9 @@ def _collect_shortcut(t: RunTables, p: FindingParams) -> list[Finding]:
     out = []
     for roi in _candidates(t, p):
         f = Finding("shortcut_region", {"class": t.class_name(target), "roi": roi})
-        line = _ablation_line(t, f"no {roi}", f"the {roi}")
-        if line is not None:
-            f.evidence.append(line)
+        for line in (_ablation_line(t, f"no {roi}", f"the {roi}"), _shift_line(t, p, f"no {roi}", f"the {roi}")):
+            if line is not None:
+                f.evidence.append(line)
         if ref is not None:
             region, target_maps = _per_case_maps(t, "relevance_mass_per_area", roi, p), \
                 _per_case_maps(t, "relevance_mass_per_area", ref, p)
@@ -116,21 +149,33 @@ def _collect_shortcut(t: RunTables, p: FindingParams) -> list[Finding]:
 def _judge_shortcut(f: Finding, t: RunTables, p: FindingParams) -> None:
     roi, cls = f.subject["roi"], f.subject["class"]
     abl = next((e for e in f.evidence if e.statistic == "delta_auc"), None)
+    shift = next((e for e in f.evidence if e.statistic == "mean_prob_shift"), None)
     maps = [e for e in f.evidence if e.statistic == "ratio_of_medians"]
     drop = abl is not None and abl.significant(p.alpha) and abl.effect <= -p.min_auc_drop
+    # the AUC may survive the removal (another cue ranks the cases) while the class's confidence falls
+    lean = shift is not None and shift.significant(p.alpha) and shift.effect <= -p.min_prob_shift
     enriched = [e for e in maps if e.significant(p.alpha) and e.effect >= p.min_enrichment]
-    f.flagged = bool(drop and enriched)
-    if abl is not None:
-        f.headline = f.evidence.index(abl)
+    f.flagged = bool((drop or lean) and enriched)
+    lead = abl if drop or (abl is not None and not lean) else shift
+    if lead is not None:
+        f.headline = f.evidence.index(lead)
     if f.flagged:
-        f.severity = "critical" if abl.effect <= -p.critical_auc_drop else "major"
+        f.severity = "critical" if drop and abl.effect <= -p.critical_auc_drop else "major"
         best = max(enriched, key=lambda e: e.effect)
-        f.sentence = (f"Decisions for class {cls!r} rest on the {roi}, outside the clinical target: removing it "
-                      f"changes AUC by {abl.effect:+.2f} (95% CI {abl.ci_low:+.2f} to {abl.ci_high:+.2f}, DeLong "
-                      f"p_adj = {_fmt_p(abl.p_adj)}), and relevance per area there is {best.effect:.1f}× that of "
-                      f"the target ({best.label.split('(')[-1].split(')')[0]}, p_adj = {_fmt_p(best.p_adj)}).")
+        if drop:
+            why = (f"removing it changes AUC by {abl.effect:+.2f} (95% CI {abl.ci_low:+.2f} to {abl.ci_high:+.2f}, "
+                   f"DeLong p_adj {p_eq(abl.p_adj)})")
+        else:
+            why = (f"removing it lowers p({cls}) in its cases by {-shift.effect:.2f} on average (95% CI "
+                   f"{-shift.ci_high:.2f} to {-shift.ci_low:.2f}, Wilcoxon p_adj {p_eq(shift.p_adj)}) although "
+                   f"the AUC holds ({'no ablation AUC' if abl is None else f'{abl.effect:+.2f}'})")
+        f.sentence = (f"Decisions for class {cls!r} rest on the {roi}, outside the clinical target: {why}, and "
+                      f"relevance per area there is {best.effect:.1f}× that of the target "
+                      f"({best.label.split('(')[-1].split(')')[0]}, p_adj {p_eq(best.p_adj)}).")
     else:
-        d = "no ablation" if abl is None else f"AUC change {abl.effect:+.2f}, p_adj = {_fmt_p(abl.p_adj)}"
+        d = "no ablation" if abl is None else f"AUC change {abl.effect:+.2f}, p_adj {p_eq(abl.p_adj)}"
+        if shift is not None:
+            d += f"; p({cls}) change {shift.effect:+.2f}, p_adj {p_eq(shift.p_adj)}"
         k = f"{len(enriched)} of {len(maps)} map methods enriched"
         f.sentence = f"No shortcut through the {roi} for class {cls!r} ({d}; {k})."
 
@@ -189,8 +234,8 @@ def _judge_intensity(f: Finding, t: RunTables, p: FindingParams) -> None:
                 "; attribution does not follow intensity overall (ρ ≤ "
                 f"{max((e.effect for e in rhos), default=math.nan):.2f}), so the bright voxels that matter are few")
         f.sentence = (f"The model leans on image intensity: {lead.label.split(' (')[0]} changes AUC by "
-                      f"{lead.effect:+.2f} (95% CI {lead.ci_low:+.2f} to {lead.ci_high:+.2f}, DeLong p_adj = "
-                      f"{_fmt_p(lead.p_adj)}){corr}.")
+                      f"{lead.effect:+.2f} (95% CI {lead.ci_low:+.2f} to {lead.ci_high:+.2f}, DeLong p_adj "
+                      f"{p_eq(lead.p_adj)}){corr}.")
     else:
         worst = min((e.effect for e in drops), default=math.nan)
         tgt = "" if target is None else f" (removing the {target.label.split(' (')[0][len('removing the '):]} " \
@@ -224,8 +269,13 @@ def _collect_forms(t: RunTables, p: FindingParams) -> list[Finding]:
 
 
 def _judge_forms(f: Finding, t: RunTables, p: FindingParams) -> None:
-    probes = [e for e in f.evidence if e.statistic == "probe_auc"]
-    patch = [e for e in f.evidence if e.statistic == "mean_delta_p"]
+    # an undefined AUC (a held-out split with one class) or effect says nothing about where
+    probes = [e for e in f.evidence if e.statistic == "probe_auc" and math.isfinite(e.effect)]
+    patch = [e for e in f.evidence if e.statistic == "mean_delta_p" and math.isfinite(e.effect)]
+    if not probes and not patch:
+        f.flagged, f.severity = False, "info"
+        f.sentence = "Where the decision forms: undefined in this run (no probe AUC or patching effect is defined)."
+        return
     parts = []
     if probes:
         top = max(e.effect for e in probes)
@@ -284,11 +334,11 @@ def _judge_presence(f: Finding, t: RunTables, p: FindingParams) -> None:
     if f.flagged:
         f.sentence = (f"Proof-of-presence: injecting class-{f.subject['class']} activations at {where} moves p more "
                       f"than removing them (mean |Δp| gap {best.effect:+.2f}, 95% CI {best.ci_low:+.2f} to "
-                      f"{best.ci_high:+.2f}, p_adj = {_fmt_p(best.p_adj)}): the model looks for evidence of "
+                      f"{best.ci_high:+.2f}, p_adj {p_eq(best.p_adj)}): the model looks for evidence of "
                       f"class {f.subject['class']!r} rather than of its absence.")
     else:
         f.sentence = (f"Injecting and removing class-{f.subject['class']} activations move p alike (largest gap "
-                      f"{best.effect:+.2f} at {where}, p_adj = {_fmt_p(best.p_adj)}).")
+                      f"{best.effect:+.2f} at {where}, p_adj {p_eq(best.p_adj)}).")
 
 
 register(Rule("proof_of_presence", _collect_presence, _judge_presence,
@@ -395,7 +445,7 @@ def _judge_methods(f: Finding, t: RunTables, p: FindingParams) -> None:
         f.flagged = fr.significant(p.alpha)
         f.severity = "info"
         f.sentence = (f"Attribution methods {'differ' if f.flagged else 'do not differ'} in faithfulness on this "
-                      f"model (Friedman χ² = {fr.effect:.1f}, p_adj = {_fmt_p(fr.p_adj)}, n = {fr.n}); most faithful: "
+                      f"model (Friedman χ² = {fr.effect:.1f}, p_adj {p_eq(fr.p_adj)}, n = {fr.n}); most faithful: "
                       f"{best} (mean rank {ranks[0].effect:.2f}).")
         return
     failed = [e.label.split(" (")[0] for e in f.evidence if e.effect == 0.0]
@@ -454,3 +504,6 @@ def _judge_resolution(f: Finding, t: RunTables, p: FindingParams) -> None:
 
 register(Rule("map_resolution", _collect_resolution, _judge_resolution,
               doc="a layer whose map has at most coarse_voxels cells per axis is uninformative, not evidence"))
+
+
+import audit.report.rules_strategy  # noqa: F401  (registers class_dependent_strategy)

@@ -106,6 +106,33 @@ class Context:
         shape = cases[0].image.shape[1:]
         return {r: np.stack([c.masks.get(r, np.zeros(shape, bool)) for c in cases]) for r in (rois or self.rois)}
 
+    def show_index(self, k: int) -> list[int]:
+        """Indices (ascending) of the ``k`` audited cases whose maps the report shows.
+
+        A labelled classifier run shows one case of each outcome for the target class first (true
+        negative, false negative, true positive, false positive: the first case of each, by the
+        model's argmax), then the first remaining cases; otherwise the first ``k`` cases.
+        """
+        k = max(0, min(int(k), self.n))
+        key = ("show_index", k)
+        if key not in self.memo:
+            picked: list[int] = []
+            if self.task == "classification" and self.has_labels and k:
+                from probes.core.model import as_audit_model, class_probabilities
+
+                step = max(1, int(self.cfg.batch_size or 16))
+                with torch.no_grad():
+                    pred = np.concatenate([class_probabilities(as_audit_model(self.model), self.x(a, a + step))
+                                           .argmax(1).cpu().numpy() for a in range(0, self.n, step)])
+                pos, hit = self.labels() == self.target, pred == self.target
+                for want in ((~pos) & (~hit), pos & (~hit), pos & hit, (~pos) & hit):  # TN, FN, TP, FP
+                    i = np.flatnonzero(want)
+                    if len(i) and len(picked) < k:
+                        picked.append(int(i[0]))
+            picked += [i for i in range(self.n) if i not in picked][: k - len(picked)]
+            self.memo[key] = sorted(picked)
+        return list(self.memo[key])
+
     def unit_seed(self, *parts: Any) -> int:
         """A seed for one unit, from the run's seed and the unit's identity (not its order)."""
         text = "/".join(str(p) for p in (self.seed, *parts))

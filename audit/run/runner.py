@@ -158,6 +158,9 @@ def run_audit(cfg: RunConfig, *, only: Sequence[str] | None = None, fresh: bool 
     snapshot = ModelSnapshot.take(ctx.model)
     plan, skipped = plan_units(ctx, enabled, only)
     summary = RunSummary(store.out, skipped=skipped)
+    show = max((int(getattr(params, "show_cases", 0)) for _, params, _ in plan), default=0)
+    if show:
+        _write_shown_cases(ctx, store, show)
     manifest: dict[str, Any] = {
         "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(),
         "weights_sha256": ctx.weights_sha256, "data_hash": ctx.data_hash, "versions": _versions(),
@@ -276,6 +279,20 @@ def _assemble(ctx: Context, store: Store, inst: Instrument, params: Any, units: 
         else:
             out[f"{inst.name}.{name}"] = store.write_table(inst.name, name, pd.concat(objs, ignore_index=True))
     return out
+
+
+def _write_shown_cases(ctx: Context, store: Store, k: int) -> Path:
+    """``maps/cases/inputs.npz``: the inputs and ROI masks of the cases whose maps are kept, so the
+    report draws them without reading the cohort (images float16, masks as ``mask_<roi>``)."""
+    idx = ctx.show_index(k)
+    cases = ctx.cases()
+    x = torch.stack([torch.tensor(np.array(cases[i].image)) for i in idx]).numpy().astype(np.float16)
+    shape = x.shape[2:]
+    masks = {f"mask_{r}": np.stack([cases[i].masks.get(r, np.zeros(shape, bool)) for i in idx]).astype(bool)
+             for r in ctx.rois}
+    return store.write_maps("cases", "inputs", {
+        "images": x, "index": np.asarray(idx, np.int64), "case_ids": np.array([cases[i].case_id for i in idx]),
+        "labels": ctx.labels()[idx], "channels": np.array(ctx.channels), "rois": np.array(list(ctx.rois)), **masks})
 
 
 def _restore(model: torch.nn.Module, snap: ModelSnapshot) -> None:

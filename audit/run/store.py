@@ -5,7 +5,10 @@ Layout under ``out/``::
     manifest.json                       config, hashes, versions, units, failures, skips
     units/<instrument>/<digest>/        one finished unit: <table>.parquet + unit.json
     tables/<instrument>.<table>.parquet every unit's table of an instrument, concatenated
-    maps/<instrument>/<name>.npz        maps of the cases the report shows (float16 unless asked)
+    maps/<instrument>/<name>.npz        maps of the cases the report shows (float16 unless asked),
+    maps/<instrument>/<name>_cases.npz  with those cases' indices in the audited cohort
+    maps/cases/inputs.npz               the shown cases' images, ids, labels and ROI masks
+    findings.json, report.html          written from the tables (audit.report)
 
 A unit folder is first written as ``.tmp-…`` beside its final place and then renamed: a run
 killed mid-unit leaves no half-written unit, only a temporary folder that the next run removes.

@@ -537,8 +537,10 @@ def make_cohort(cfg: SyntheticConfig, *, counterfactual: str | None = None,
     return _generate(cfg, range(n), cfg.seed if seed is None else int(seed), counterfactual)
 
 
-def make_splits(cfg: SyntheticConfig, fractions=(0.7, 0.15, 0.15)) -> dict[str, Cohort]:
-    """train/val/test by case index, plus the three counterfactual test sets on the test cases."""
+def make_splits(cfg: SyntheticConfig, fractions=(0.7, 0.15, 0.15),
+                counterfactuals: tuple[str, ...] = COUNTERFACTUALS) -> dict[str, Cohort]:
+    """train/val/test by case index, plus the counterfactual test sets (``test_<name>``, default all
+    three) on the test cases."""
     fr = np.asarray(fractions, float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got "
@@ -549,7 +551,10 @@ def make_splits(cfg: SyntheticConfig, fractions=(0.7, 0.15, 0.15)) -> dict[str, 
     parts = {"train": range(n_tr), "val": range(n_tr, n_tr + n_va),
              "test": range(n_tr + n_va, n)}
     out = {k: _generate(cfg, r, cfg.seed, None) for k, r in parts.items()}
-    for cf in COUNTERFACTUALS:
+    bad = [cf for cf in counterfactuals if cf not in COUNTERFACTUALS]
+    if bad:
+        raise ValueError(f"unknown counterfactual {bad[0]!r}; known: {', '.join(COUNTERFACTUALS)}")
+    for cf in counterfactuals:
         out[f"test_{cf}"] = _generate(cfg, parts["test"], cfg.seed, cf)
     return out
 

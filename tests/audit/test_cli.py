@@ -64,6 +64,13 @@ def test_readers_cli_example_writes_every_table(tmp_path):
     ref = gee_assistance(pd.read_csv(out / "example_reads.csv")).contrasts
     np.testing.assert_allclose(gee["odds_ratio"], ref["odds_ratio"], rtol=1e-9)
     assert "readers treated as fixed" in (out / "summary.txt").read_text()
+    # ... and its own report: the odds ratios as printed in the table, and the four figures
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for v in gee["odds_ratio"]:
+        assert f"<td>{v:.3g}</td>" in html
+    for anchor in ("reader_roc", "reader_calibration", "reader_decision", "reader_outcomes"):
+        assert f'<figure id="{anchor}">' in html, anchor
+    assert "report.html" in " ".join(r.output.split())
 
 
 def test_readers_cli_bad_file_names_the_problem(tmp_path):

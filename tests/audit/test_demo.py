@@ -15,17 +15,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from audit.demo import DemoConfig, run_demo
-from audit.training import TrainConfig
-
-SMALL = DemoConfig(n_cases=500, size=64, train=TrainConfig(epochs=15, lr=3e-3), audit_cases=12)
+from audit.demo import run_demo
+from tests.audit.conftest import SMALL
 
 
-@pytest.mark.timeout(600)
-def test_small_demo_learns_the_marker_and_reuses_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path / "cache"))
-    console = Console(file=open(tmp_path / "log.txt", "w"), width=120)
-    files = run_demo(tmp_path / "out", SMALL, console=console)
+@pytest.mark.timeout(1200)  # the shared small demo may be built here
+def test_small_demo_learns_the_marker_and_reuses_its_checkpoint(small_demo, monkeypatch):
+    monkeypatch.setenv("MEDAUDIT_CACHE", str(small_demo.cache))
+    tmp_path, files = small_demo.out.parent, small_demo.files
     for name in ("metrics", "hooks_verify", "cohort_manifest", "model_card", "synthetic_panel", "predictions",
                  "reader_summary"):
         assert files[name].exists() and files[name].stat().st_size > 0, name
@@ -71,8 +68,12 @@ def test_small_demo_learns_the_marker_and_reuses_its_checkpoint(tmp_path, monkey
     found = json.loads((tmp_path / "out" / "audit" / "findings.json").read_text())
     assert found["rules_run"] == list(RULES) and found["n_tests"] > 0
     assert {f["rule"] for f in found["findings"]} >= {"shortcut_region", "intensity_heuristic", "decision_forms"}
+    # ... and its report (checked in a browser by tests/audit/test_report.py)
+    assert files["report"] == tmp_path / "out" / "audit" / "report.html" and files["report"].is_file()
+    assert f"audit report: {files['report'].resolve()}" in " ".join(small_demo.log.read_text().split())
     # a second run with the same config reuses the cached checkpoint
     from dataclasses import replace
 
-    run_demo(tmp_path / "out2", replace(SMALL, audit_cases=0), console=console)
-    assert "(cached)" in (tmp_path / "log.txt").read_text()
+    with open(small_demo.log, "a") as fh:
+        run_demo(tmp_path / "out2", replace(SMALL, audit_cases=0), console=Console(file=fh, width=120))
+    assert "(cached)" in small_demo.log.read_text()

@@ -211,6 +211,15 @@ def test_3d_monai_classifier(tmp_path):
     assert loc.point.nunique() == len(ctx.points) >= 4 and loc.case_id.nunique() == 4
     maps = np.load(cfg.out / "maps" / "lrp" / "maps.npz")["maps"]
     assert maps.shape == (4, 4, 24, 24, 24)
+    # the report draws each 3D case as the axial slice through the centre of its target ROI, and says which
+    from audit.report import RunTables
+    from audit.report.html import render_report
+    from audit.report.panels import shown_cases
+
+    html = render_report(cfg.out).read_text(encoding="utf-8")
+    for case in shown_cases(RunTables(cfg.out))[0]:
+        k = round(float(np.argwhere(case.masks["gtv"])[:, 0].mean()))
+        assert f"axial slice {k} of 24 (first array axis) through the centre of gtv" in html
 
 
 # ------------------------------------------------------------ (d) channels-last ONNX with softmax, on PNG files

@@ -213,6 +213,11 @@ def test_splits():
         assert sp[k].case_ids == sp["test"].case_ids
     whole = make_cohort(cfg)
     assert np.array_equal(whole[sp["test"].case_ids[0]].image, sp["test"][0].image)
+    # only the counterfactual sets asked for (none: train/val/test alone)
+    assert set(make_splits(cfg, counterfactuals=("flair_only",))) == {"train", "val", "test", "test_flair_only"}
+    assert set(make_splits(cfg, counterfactuals=())) == {"train", "val", "test"}
+    with pytest.raises(ValueError, match="unknown counterfactual"):
+        make_splits(cfg, counterfactuals=("t2_only",))
 
 
 def test_nifti_round_trip(tmp_path, cohort):

@@ -28,8 +28,8 @@ class MapParams(Params):
     first ``faith_cases`` audited cases (deletion curves cost a forward per step and order);
     ``aupc_samples``/``aupc_steps`` random orders and deletion steps of ΔAUPC; ``robust_cases``
     and ``robust_samples``: max-sensitivity on the first cases of each unit only (each sample
-    is a full explanation), radius ``robust_radius``; ``show_cases``: maps kept (float16) for
-    the first audited cases, which the report shows, as ``maps_dtype`` (float16 by default)."""
+    is a full explanation), radius ``robust_radius``; ``show_cases``: maps kept for the cases the
+    report shows (one per outcome, then the first cases), as ``maps_dtype`` (float16 by default)."""
 
     q: float = 95.0
     faithfulness: bool = True
@@ -98,8 +98,18 @@ def faithfulness(ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor, met
     return frame(out)
 
 
-def shown(ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor) -> np.ndarray | None:
-    """The unit's maps of the first ``show_cases`` audited cases (None when it has none of them)."""
+def shown(ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """The unit's maps of the cases the report shows (:meth:`Context.show_index` of ``show_cases``)
+    with their case indices; None when the unit has none of them."""
     a, b = unit.spec["start"], unit.spec["stop"]
-    k = max(0, min(p.show_cases, b) - a)
-    return maps[:k].detach().float().numpy().astype(p.maps_dtype) if k else None
+    idx = np.array([i for i in ctx.show_index(p.show_cases) if a <= i < b], dtype=np.int64)
+    if not len(idx):
+        return None
+    return maps[torch.as_tensor(idx - a)].detach().float().cpu().numpy().astype(p.maps_dtype), idx
+
+
+def keep_shown(out: dict[str, object], name: str, ctx: Context, unit: Unit, p: MapParams, maps: torch.Tensor) -> None:
+    """Put the shown maps into a unit's output as ``name`` and their case indices as ``name_cases``."""
+    kept = shown(ctx, unit, p, maps)
+    if kept is not None:
+        out[name], out[f"{name}_cases"] = kept

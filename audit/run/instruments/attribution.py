@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from audit.run.context import Context
-from audit.run.instruments._maps import MapParams, faithfulness, localisation, shown
+from audit.run.instruments._maps import MapParams, faithfulness, keep_shown, localisation
 from audit.run.plugin import Instrument, Unit, batches, register
 from probes.attribution import METHODS, attribute, row_options
 
@@ -94,9 +94,7 @@ def _run(ctx: Context, p: AttributionParams, unit: Unit) -> dict[str, object]:
         faith = faithfulness(ctx, unit, p, res.maps, method, None if sampled else explain)
         if faith is not None:
             out["faithfulness"] = faith
-    keep = shown(ctx, unit, p, res.maps)
-    if keep is not None:
-        out[f"maps_{method}"] = keep
+    keep_shown(out, f"maps_{method}", ctx, unit, p, res.maps)
     return out
 
 

@@ -6,9 +6,10 @@ a 2×2 map cannot localise a small region, whatever its upsampled numbers say)."
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
 from audit.run.context import Context
-from audit.run.instruments._maps import MapParams, faithfulness, localisation, shown
+from audit.run.instruments._maps import MapParams, faithfulness, keep_shown, localisation
 from audit.run.plugin import Instrument, Unit, batches, frame, register
 from probes.attribution import layer_gradcam
 
@@ -39,10 +40,8 @@ def _run(ctx: Context, p: GradcamParams, unit: Unit) -> dict[str, object]:
         faith = faithfulness(ctx, unit, p, cams[last], "gradcam", explain, last)
         if faith is not None:
             out["faithfulness"] = faith
-    keep = [m for m in (shown(ctx, unit, p, cams[pt]) for pt in points) if m is not None]
-    if keep:
-        import numpy as np
-        out["maps"] = np.stack(keep, axis=1)  # (cases, points, 1, *spatial)
+    if ctx.show_index(p.show_cases):  # (cases, points, 1, *spatial), points in the resolution table's order
+        keep_shown(out, "maps", ctx, unit, p, torch.stack([cams[pt] for pt in points], dim=1))
     return out
 
 

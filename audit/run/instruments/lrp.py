@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from audit.run.context import Context
-from audit.run.instruments._maps import MapParams, faithfulness, localisation, shown
+from audit.run.instruments._maps import MapParams, faithfulness, keep_shown, localisation
 from audit.run.plugin import Instrument, Unit, batches, frame, register
 from probes.attribution import lrp
 
@@ -70,9 +70,7 @@ def _run(ctx: Context, p: LRPParams, unit: Unit) -> dict[str, object]:
         faith = faithfulness(ctx, unit, p, res.maps, "lrp", explain)
         if faith is not None:
             out["faithfulness"] = faith
-    keep = shown(ctx, unit, p, res.maps)
-    if keep is not None:
-        out["maps"] = keep
+    keep_shown(out, "maps", ctx, unit, p, res.maps)
     return out
 
 
