@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/audit demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Every package imported by probes/ and audit/ is declared in pyproject.toml (also a test:
 # tests/test_dependencies.py).

@@ -45,7 +45,14 @@ def _kernel_manager(folder: Path) -> KernelManager:
     return KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder)]))
 
 
-def _run(name: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, dict, float]:
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache for the notebooks of this module: 01 and 02 train the same model (same
+    cohort and training config, hence the same cache key), so 02 loads what 01 trained."""
+    return tmp_path_factory.mktemp("notebook_cache")
+
+
+def _run(name: str, tmp_path: Path, cache: Path | None = None) -> tuple[nbformat.NotebookNode, dict, float]:
     """Execute notebook ``name``; returns the executed copy, the reported dict and the wall time."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(REPORT_CELL))
@@ -53,6 +60,7 @@ def _run(name: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, dict, float]
     work.mkdir()
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend
+    env["MEDAUDIT_CACHE"] = str(cache or tmp_path / "cache")
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", TMPDIR=str(tmp),
                PYTHONHASHSEED="0")
     client = NotebookClient(nb, km=_kernel_manager(tmp_path / "kernels"), kernel_name="python3",
@@ -107,8 +115,8 @@ CHECKS = {"01_probing": _check_probing, "02_explanations": _check_explanations,
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_and_shows_its_result(name, tmp_path, record_property):
-    _, reported, wall = _run(name, tmp_path)
+def test_notebook_runs_and_shows_its_result(name, tmp_path, record_property, model_cache):
+    _, reported, wall = _run(name, tmp_path, model_cache)
     record_property("wall_s", round(wall, 1))
     record_property("kernel_cpu_s", round(reported["cpu_s"], 1))
     print(f"{name}: {wall:.1f} s wall, kernel CPU {reported['cpu_s']:.1f} s")
